@@ -1,0 +1,194 @@
+"""The ``corediff`` command line.
+
+Every user error is a :class:`~corediff.errors.CorediffError`: printed as one block, exit
+code 2, no traceback unless ``--traceback``. Heavy modules (torch, plugins) are imported
+only by the command that needs them, so ``--help`` and ``plugins list`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from importlib import import_module
+
+from corediff import __version__
+from corediff.errors import CorediffError
+
+EPILOG = """examples:
+  corediff run recipes/quickstart.toml            train on embedded digits, then sample
+  corediff run recipes/svd_afhq.toml --set data.root=~/afhq/train
+  corediff sample runs/quickstart --n 16 --set diffusion.sampler.steps=20
+  corediff plugins list
+  corediff recipe show recipes/quickstart.toml
+"""
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a recipe value (TOML syntax), e.g. --set train.steps=10; repeatable",
+    )
+
+
+def _handler(target: str) -> Callable[[argparse.Namespace], int]:
+    """A command implemented in another module, imported only when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        module, _, name = target.partition(":")
+        return getattr(import_module(module), name)(args)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corediff",
+        description="Compose, train and sample diffusion methods from swappable plugins.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"corediff {__version__}")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the Python traceback of an error"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    for name, help_text in (
+        ("run", "train a recipe, then sample from it"),
+        ("train", "train a recipe (no sampling at the end)"),
+    ):
+        cmd = commands.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("recipe", help="path to a TOML recipe")
+        _add_set(cmd)
+        cmd.add_argument("--resume", action="store_true",
+                         help="continue from the run directory's last checkpoint")
+        cmd.add_argument("--run-dir", help="run directory (default: <run.root>/<run.name>)")
+        cmd.set_defaults(func=_handler(f"corediff.engine.commands:{name}_command"))
+
+    sample = commands.add_parser(
+        "sample", help="generate images from a trained run or checkpoint",
+        description="Generate images; any compatible sampler and step count can be chosen "
+        "with --set diffusion.sampler.type=... / --set diffusion.sampler.steps=...",
+    )
+    sample.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
+    _add_set(sample)
+    sample.add_argument("--n", type=int, help="number of samples (default: [sample] n)")
+    sample.add_argument("--seed", type=int, help="sampling seed (default: [sample] seed)")
+    sample.add_argument("--checkpoint", choices=("best", "last"), default="last",
+                        help="which checkpoint of a run directory (default: last)")
+    sample.add_argument("--out", help="output PNG (grid) or directory (--individual)")
+    sample.add_argument("--individual", action="store_true", help="one PNG per sample")
+    sample.add_argument("--trajectory", action="store_true",
+                        help="also write a strip of x_t and x̂0 along the sampling steps")
+    sample.set_defaults(func=_handler("corediff.engine.commands:sample_command"))
+
+    degrade = commands.add_parser(
+        "degrade", help="preview a recipe's degradation D(x0, t) on an image",
+        description="Write a PNG strip of D(x0, t) across t (and, for svd, the error-versus-"
+        "rank table) so a degradation can be seen before training.",
+    )
+    degrade.add_argument("recipe", help="path to a TOML recipe")
+    degrade.add_argument("--image", required=True, help="an image file")
+    degrade.add_argument("--n", type=int, default=8, help="number of steps shown (default 8)")
+    degrade.add_argument("--out", help="output PNG (default: <image stem>_degraded.png)")
+    _add_set(degrade)
+    degrade.set_defaults(func=_handler("corediff.engine.commands:degrade_command"))
+
+    plugins = commands.add_parser("plugins", help="list or check installed plugins")
+    plugin_cmds = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", required=True)
+    listing = plugin_cmds.add_parser("list", help="list plugins (imports none of them)")
+    listing.add_argument("--kind", help="only this kind (e.g. sampler)")
+    listing.set_defaults(func=_plugins_list)
+    check = plugin_cmds.add_parser("check", help="load every plugin and report failures")
+    check.set_defaults(func=_plugins_check)
+
+    recipe = commands.add_parser("recipe", help="validate, show or describe recipes")
+    recipe_cmds = recipe.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
+    validate = recipe_cmds.add_parser("validate", help="check a recipe; exit 2 when invalid")
+    validate.add_argument("recipe")
+    _add_set(validate)
+    validate.set_defaults(func=_recipe_validate)
+    show = recipe_cmds.add_parser("show", help="print the resolved recipe with defaults")
+    show.add_argument("recipe")
+    _add_set(show)
+    show.set_defaults(func=_recipe_show)
+    schema = recipe_cmds.add_parser(
+        "schema", help="write the JSON Schema of recipes (for editor completion)"
+    )
+    schema.add_argument("--out", help="output file (default: stdout)")
+    schema.set_defaults(func=_recipe_schema)
+    return parser
+
+
+def _plugins_list(args: argparse.Namespace) -> int:
+    from corediff.registry import list_plugins
+
+    for kind, infos in list_plugins(args.kind).items():
+        print(f"{kind}:")
+        for info in infos:
+            print(f"  {info.name:<28} {info.origin:<24} {info.target}")
+    return 0
+
+
+def _plugins_check(args: argparse.Namespace) -> int:
+    from corediff.registry import REGISTRIES, check_plugins
+
+    failures = check_plugins()
+    total = sum(len(reg.names()) for reg in REGISTRIES.values())
+    for failure in failures:
+        print(f"FAIL {failure}", file=sys.stderr)
+    print(f"{total - len(failures)} of {total} plugins load")
+    return 1 if failures else 0
+
+
+def _recipe_validate(args: argparse.Namespace) -> int:
+    from corediff.recipe import load_recipe
+
+    load_recipe(args.recipe, args.overrides)
+    print(f"{args.recipe}: ok")
+    return 0
+
+
+def _recipe_show(args: argparse.Namespace) -> int:
+    from corediff.recipe import load_recipe, recipe_to_toml
+
+    print(recipe_to_toml(load_recipe(args.recipe, args.overrides)), end="")
+    return 0
+
+
+def _recipe_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from corediff.recipe import recipe_json_schema
+
+    text = json.dumps(recipe_json_schema(), indent=2)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CorediffError as exc:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"corediff: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("corediff: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""First-party degradations plugins (one method per file)."""

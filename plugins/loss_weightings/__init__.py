@@ -1,0 +1,1 @@
+"""First-party loss_weightings plugins (one method per file)."""

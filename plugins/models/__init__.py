@@ -1,0 +1,1 @@
+"""First-party models plugins (one method per file)."""

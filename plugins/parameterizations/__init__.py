@@ -1,0 +1,1 @@
+"""First-party parameterizations plugins (one method per file)."""

@@ -1,0 +1,1 @@
+"""First-party priors plugins (one method per file)."""

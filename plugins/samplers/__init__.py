@@ -1,0 +1,1 @@
+"""First-party samplers plugins (one method per file)."""

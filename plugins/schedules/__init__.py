@@ -1,0 +1,1 @@
+"""First-party schedules plugins (one method per file)."""
