@@ -22,7 +22,14 @@ from corediff.registry import registry
 
 if TYPE_CHECKING:
     from corediff.interfaces import (
-        Dataset, Degradation, LossWeighting, Model, Parameterization, Prior, Sampler, Schedule,
+        Dataset,
+        Degradation,
+        LossWeighting,
+        Model,
+        Parameterization,
+        Prior,
+        Sampler,
+        Schedule,
     )
 
 #: Keyword arguments each kind's constructor takes besides its config.

@@ -31,7 +31,7 @@ from corediff.config import ComponentConfig
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 
 
-class Component(ABC):
+class Component(ABC):  # noqa: B024 - each kind adds its abstract methods
     """Base of every plugin class.
 
     Class attributes a plugin sets:

@@ -9,12 +9,12 @@ at once, each naming the file, the table and key (``[diffusion.sampler] steps``)
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from pydantic import BaseModel, Field, SerializeAsAny, ValidationError
 
 from corediff.config import ComponentConfig, StrictModel

@@ -28,8 +28,15 @@ class TrainConfig(StrictModel):
     compile: bool = Field(False, description="Wrap the model in torch.compile.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     log_every: PositiveInt = Field(10, description="Steps between metrics rows.")
-    sample_every: int = Field(0, ge=0, description="Steps between sample grids (0: only at end).")
+    sample_every: int = Field(
+        0, ge=0, description="Steps between EMA sample grids in <run>/samples (0: none)."
+    )
     checkpoint_every: PositiveInt = Field(100, description="Steps between checkpoints.")
+    label_dropout: float = Field(
+        0.0, ge=0, lt=1,
+        description="Probability of replacing a class label by the null label during training "
+        "(classifier-free guidance; 0.1 is usual).",
+    )
     loss_smoothing: float = Field(
         0.98, ge=0, lt=1, description="EMA factor of the loss that picks the 'best' checkpoint."
     )

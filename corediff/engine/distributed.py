@@ -1,0 +1,79 @@
+"""Devices and torch.distributed set-up for runs launched by ``torchrun``.
+
+``torchrun`` sets RANK, WORLD_SIZE and LOCAL_RANK; a plain ``corediff train`` has none and
+runs as the single process rank 0 of 1. Backends: nccl on CUDA, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from corediff.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process runs and which share of the work is its own."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only rank 0 writes files (run directory, checkpoints, metrics, samples)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' -> CUDA when present (cuda:LOCAL_RANK), else CPU; anything else as given."""
+    if name == "auto":
+        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"[run] device: '{name}' is not a device (use auto, cpu, cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"[run] device: '{name}' asked for, but CUDA is not available")
+    return device
+
+
+def setup(device_name: str) -> Context:
+    """Join the process group when launched by torchrun; pick this process's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Context(resolve_device(device_name))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Context(device, dist.get_rank(), dist.get_world_size())
+
+
+def teardown(context: Context) -> None:
+    if context.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def mean_across(values: torch.Tensor, context: Context) -> torch.Tensor:
+    """The mean of ``values`` over every process (itself when not distributed)."""
+    if context.distributed:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= context.world_size
+    return values
+
+
+def barrier(context: Context) -> None:
+    if context.distributed:
+        dist.barrier()

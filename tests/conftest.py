@@ -1,0 +1,46 @@
+"""Shared fixtures: fake installed distributions for registry tests."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from corediff import registry as registry_module
+
+
+@pytest.fixture
+def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Path]]:
+    """Install a fake distribution (dist-info with entry points, plus modules) on sys.path.
+
+    Usage: ``fake_dist("acme", "1.2", {"corediff.degradations": {"x": "acme_x:X"}},
+    modules={"acme_x": "source code"})``.
+    """
+
+    def make(
+        name: str, version: str, entry_points: dict[str, dict[str, str]],
+        modules: dict[str, str] | None = None,
+    ) -> Path:
+        root = tmp_path / f"site-{name}"
+        info = root / f"{name}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        )
+        lines = []
+        for group, entries in entry_points.items():
+            lines.append(f"[{group}]")
+            lines += [f"{ep_name} = {target}" for ep_name, target in entries.items()]
+        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        for module, source in (modules or {}).items():
+            (root / f"{module}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(root))
+        registry_module.refresh()
+        return root
+
+    yield make
+    registry_module.refresh()
+    for module in [m for m in sys.modules if m.startswith("fake_")]:
+        del sys.modules[module]
