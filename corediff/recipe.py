@@ -301,8 +301,8 @@ def recipe_json_schema() -> dict[str, Any]:
                 configs.append(registry(kind).get(name).Config)
             except PluginError:
                 continue
-        if len(configs) == 1:
-            return configs[0]
+        if len(configs) <= 1:
+            return configs[0] if configs else ComponentConfig
         return Annotated[Union[tuple(configs)], Field(discriminator="type")]  # noqa: UP007
 
     diffusion_fields = {

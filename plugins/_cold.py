@@ -13,7 +13,7 @@ from abc import abstractmethod
 import torch
 from torch import Tensor
 
-from corediff.interfaces import DenoiseFn, SampleResult, Sampler, TrajectoryStep
+from corediff.interfaces import DenoiseFn, Sampler, SampleResult, TrajectoryStep
 
 
 def composed_sigma(kernel_std: Tensor) -> Tensor:

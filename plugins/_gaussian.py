@@ -343,3 +343,19 @@ class GaussianParameterization(Parameterization):
         nll = -log_gaussian_cdf_bins(x0, mean, 0.5 * log_var)
         kl, nll = (term.flatten(1).mean(1) / math.log(2.0) for term in (kl, nll))
         return torch.where(t == 1, nll, kl)
+
+
+# --------------------------------------------------------------------------- loss weightings
+
+
+class LossWeightingConfig(ComponentConfig):
+    """Field shared by the loss weightings."""
+
+    loss_type: Literal["l2", "l1"] = Field("l2", description="Element-wise loss.")
+
+
+def x0_ratio(weight_x0: Tensor, scale: Tensor) -> Tensor:
+    """weight_x0 / s(t): the weight on a parameterization's loss that equals weight_x0 on the
+    x0 MSE. 0/0 and ∞/∞ (only at snr ∈ {0, ∞}) take the limit 1 of the snr ratios used here."""
+    ratio = weight_x0 / scale
+    return torch.where(ratio.isnan(), torch.ones_like(ratio), ratio)

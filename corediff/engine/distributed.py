@@ -34,9 +34,11 @@ class Context:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> CUDA when present (cuda:LOCAL_RANK), else CPU; anything else as given."""
+    """'auto' -> CUDA when present, else CPU; 'auto' and 'cuda' mean cuda:LOCAL_RANK."""
     if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
     try:
         device = torch.device(name)
     except RuntimeError:

@@ -3,18 +3,19 @@ x_t = G_t * x_{t−1}, t successive Gaussian convolutions).
 
 Closed form, O(1) in t: the schedule (capability "blur_sigma") gives the effective width σ(t)
 (Gaussians compose into one Gaussian whose variance is the sum) and D(x0, t) is ONE separable
-linear filter. Kernels are sampled, ``truncate``d (or ``kernel_size``d) and normalised,
-g_j ∝ exp(−j² / 2σ²), like the reference code's. For schedules that also provide
-"blur_composed", the filter is the exact product of the t per-step kernels' transfer functions
-(σ_i² = σ(i)² − σ(i−1)², precomputed as a cumulative product), so the reference's t successive
-convolutions are reproduced exactly even for kernels too narrow to be sampled Gaussians; else it
-is the single kernel of width σ(t) (e.g. 'Individual_Incremental'). Along each axis the blur is an n×n matrix, built from the kernel's transfer
-function on the periodic extension of the signal: the signal itself for ``padding =
-"circular"``, its mirror image x_0..x_{n−1}, x_{n−2}..x_1 (period 2n − 2) for ``"reflect"``
-(exactly a reflect-padded convolution while the radius is below n). So D(x0, t) = M_H(t) x0
-M_W(t)ᵀ per channel, batched over different t. D(x0, 0) = x0 exactly. ``to_mean`` replaces the
-blurred image at t = T by its per-channel mean (the reference's ``discrete`` mode), the state
-the ``channel_mean_gmm`` prior samples.
+linear filter. Kernels are sampled, cut at ±ceil(truncate · σ) (or to ``kernel_size`` taps)
+and normalised, g_j ∝ exp(−j² / 2σ²), as in the reference code. For schedules that also
+provide "blur_composed", the filter is the exact product of the t per-step kernels' transfer
+functions (σ_i² = σ(i)² − σ(i−1)², a cumulative product computed once), so the reference's t
+successive convolutions are reproduced exactly, even for kernels too narrow to be sampled
+Gaussians; otherwise it is the single kernel of width σ(t) ('Individual_Incremental').
+
+Along each axis the blur is an n×n matrix built from the transfer function on the periodic
+extension of the signal: the signal itself for ``padding = "circular"``, its mirror image
+x_0..x_{n−1}, x_{n−2}..x_1 (period 2n − 2) for ``"reflect"`` (exactly a reflect-padded
+convolution while the radius is below n). So D(x0, t) = M_H(t) x0 M_W(t)ᵀ per channel, batched
+over different t; D(x0, 0) = x0 exactly. ``to_mean`` replaces the blurred image at t = T by its
+per-channel mean (the reference's ``discrete`` mode), the state ``channel_mean_gmm`` samples.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class BlurDegradation(Degradation):
         """DFT [len(sigma), L // 2 + 1] on a circle of ``length`` L of the sampled, truncated,
         normalised kernels g_j ∝ exp(−j² / 2σ²): g_0 + 2 Σ_{j ≥ 1} g_j cos(2π m j / L)."""
         if self.config.kernel_size is None:
-            radius = (self.config.truncate * sigma).ceil()
+            radius = (self.config.truncate * sigma - 1e-9).ceil()  # robust to σ rounding
         else:
             radius = torch.full_like(sigma, self.config.kernel_size // 2)
         j = torch.arange(int(radius.max()) + 1, dtype=torch.float64)

@@ -116,7 +116,7 @@ class DiT(Model):
         cfg = self.config
         preset = PRESETS[cfg.preset] if cfg.preset is not None else (None,) * 3
         dim, depth, heads = (field if field is not None else default for field, default in zip(
-            (cfg.hidden_size, cfg.depth, cfg.num_heads), preset
+            (cfg.hidden_size, cfg.depth, cfg.num_heads), preset, strict=True
         ))
         if dim is None or depth is None or heads is None:
             raise ConfigError(

@@ -8,8 +8,9 @@ last convolution is zero-initialised so the network starts as the zero function.
 
 Presets (``base_channels``, ``channel_mult``, ``num_res_blocks``, ``attention_resolutions``)
 aim at the sizes of the DDPM notes (0.46M, 3.65M, 35.7M, 142.8M) and give, for 3-channel
-64×64 images: tiny 0.44M, small 3.50M, base 36.4M, large 145.4M parameters. Downsampling stops once the feature map would fall
-below 4×4 (or has odd size); the remaining levels then run at that resolution.
+64×64 images: tiny 0.44M, small 3.50M, base 36.4M, large 145.4M parameters. Downsampling
+stops once the feature map would fall below 4×4 (or has odd size); the remaining levels then
+run at that resolution.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ class UNet(Model):
         preset = PRESETS[cfg.preset] if cfg.preset is not None else (None,) * 4
         arch = [field if field is not None else default for field, default in zip(
             (cfg.base_channels, cfg.channel_mult, cfg.num_res_blocks, cfg.attention_resolutions),
-            preset,
+            preset, strict=True,
         )]
         if any(value is None for value in arch):
             raise ConfigError(

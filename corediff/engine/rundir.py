@@ -1,0 +1,79 @@
+"""The run directory: resolved recipe, metrics.csv, optional TensorBoard, checkpoints, samples.
+
+    <run>/recipe.toml            the recipe as trained (defaults and overrides resolved)
+    <run>/metrics.csv            step, loss, lr, grad_norm, images_per_s
+    <run>/tb/                    TensorBoard events (only when tensorboard is installed)
+    <run>/checkpoints/{last,best}/
+    <run>/samples/step_XXXXXXX.png and <run>/samples.png
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from corediff.engine.checkpoint import atomic_write_text
+
+COLUMNS = ("step", "loss", "lr", "grad_norm", "images_per_s")
+
+
+class RunDir:
+    """Paths inside one run directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.toml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    def checkpoint(self, name: str) -> Path:
+        return self.root / "checkpoints" / name
+
+    def sample_grid(self, step: int | None = None) -> Path:
+        return self.root / "samples.png" if step is None else self.root / f"samples/step_{step:07d}.png"
+
+
+class MetricsLog:
+    """Appends rows to metrics.csv (and TensorBoard when importable)."""
+
+    def __init__(self, run: RunDir, resume_step: int | None) -> None:
+        self.path = run.metrics
+        if resume_step is None or not self.path.exists():
+            atomic_write_text(self.path, ",".join(COLUMNS) + "\n")
+        else:  # drop rows a killed run wrote after its last checkpoint
+            rows = read_metrics(self.path)
+            kept = [r for r in rows if int(r["step"]) <= resume_step]
+            lines = [",".join(COLUMNS)] + [",".join(r[c] for c in COLUMNS) for r in kept]
+            atomic_write_text(self.path, "\n".join(lines) + "\n")
+        self.writer = None
+        if importlib.util.find_spec("tensorboard") is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run.root / "tb"), purge_step=resume_step)
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8", newline="") as handle:
+            handle.write(",".join(_format(row[c]) for c in COLUMNS) + "\n")
+        if self.writer is not None:
+            for key in COLUMNS[1:]:
+                self.writer.add_scalar(f"train/{key}", row[key], row["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _format(value: Any) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.8g}"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    with Path(path).open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))

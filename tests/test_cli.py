@@ -1,0 +1,96 @@
+"""The command line: start-up imports nothing heavy, plugins list/check, recipe commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from corediff import __version__
+from corediff.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import sys
+from corediff.cli import main
+try:
+    main({argv!r})
+except SystemExit:
+    pass
+heavy = sorted(m for m in sys.modules
+               if m.startswith("corediff_plugins") or m in ("torch", "numpy", "pydantic"))
+print("HEAVY=" + ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["plugins", "list"], ["--version"]])
+def test_start_up_imports_no_plugin_module(argv: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE.format(argv=argv)], capture_output=True, text=True,
+        check=True,
+    )
+    heavy = result.stdout.strip().splitlines()[-1]
+    assert heavy == "HEAVY=", heavy
+
+
+def test_python_dash_m_and_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "corediff", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.strip() == f"corediff {__version__}"
+
+
+def test_plugins_list_shows_every_kind(capsys: pytest.CaptureFixture) -> None:
+    assert main(["plugins", "list"]) == 0
+    out = capsys.readouterr().out
+    for kind in ("schedule:", "degradation:", "parameterization:", "loss_weighting:",
+                 "sampler:", "prior:", "model:", "dataset:"):
+        assert kind in out
+    assert "corediff_plugins.degradations.svd:SVDDegradation" in out
+
+
+def test_plugins_check_loads_every_first_party_plugin(capsys: pytest.CaptureFixture) -> None:
+    assert main(["plugins", "check"]) == 0, capsys.readouterr().err
+    assert " plugins load" in capsys.readouterr().out
+
+
+def test_plugins_check_reports_a_broken_plugin(fake_dist, capsys) -> None:
+    fake_dist("fake-cli-broken", "9.9", {"corediff.samplers": {"bad": "fake_cli_broken:X"}},
+              modules={"fake_cli_broken": "raise RuntimeError('boom')\n"})
+    assert main(["plugins", "check"]) == 1
+    err = capsys.readouterr().err
+    assert ("FAIL sampler 'bad' from fake-cli-broken 9.9 failed to load "
+            "(target 'fake_cli_broken:X'): RuntimeError: boom") in err
+
+
+def test_recipe_show_prints_resolved_recipe_with_defaults(capsys) -> None:
+    assert main(["recipe", "show", str(ROOT / "recipes/quickstart.toml"),
+                 "--set", "train.steps=7"]) == 0
+    shown = tomllib.loads(capsys.readouterr().out)
+    assert shown["train"]["steps"] == 7
+    assert "lr" in shown["train"] and "ema_decay" in shown["train"]  # defaults filled in
+    assert shown["diffusion"]["sampler"]["type"]
+
+
+def test_recipe_show_round_trips(tmp_path: Path, capsys) -> None:
+    assert main(["recipe", "show", str(ROOT / "recipes/svd_afhq.toml")]) == 0
+    first = capsys.readouterr().out
+    (tmp_path / "again.toml").write_text(first)
+    assert main(["recipe", "show", str(tmp_path / "again.toml")]) == 0
+    assert capsys.readouterr().out == first
+
+
+def test_recipe_schema_describes_plugins(tmp_path: Path) -> None:
+    out = tmp_path / "schema.json"
+    assert main(["recipe", "schema", "--out", str(out)]) == 0
+    schema = json.loads(out.read_text())
+    text = json.dumps(schema)
+    for name in ('"ddim"', '"cold_improved"', '"svd"', '"unet"', '"digits"'):
+        assert name in text
+    assert schema["properties"]["diffusion"]
+    assert schema["additionalProperties"] is False
