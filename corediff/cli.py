@@ -96,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(degrade)
     degrade.set_defaults(func=_handler("corediff.engine.commands:degrade_command"))
 
+    evaluate = commands.add_parser(
+        "eval", help="generate samples from a run and report quality metrics",
+        description="Generate N samples with the chosen sampler and step count and report "
+        "metrics (digits: Fréchet distance in a digits classifier's feature space; images: "
+        "FID/KID/IS/precision-recall when Inception weights are available; cold degradations: "
+        "PSNR/SSIM/RMSE restoration metrics). Prints them and writes JSON into the run dir.",
+    )
+    evaluate.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
+    _add_set(evaluate)
+    evaluate.add_argument("--n", type=int, default=500, help="samples to generate (default 500)")
+    evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    evaluate.add_argument("--checkpoint", choices=("best", "last"), default="last")
+    evaluate.add_argument("--out", help="JSON output (default: <run dir>/eval.json)")
+    evaluate.set_defaults(func=_handler("corediff.evaluation.commands:eval_command"))
+
     plugins = commands.add_parser("plugins", help="list or check installed plugins")
     plugin_cmds = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", required=True)
     listing = plugin_cmds.add_parser("list", help="list plugins (imports none of them)")

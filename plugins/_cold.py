@@ -65,6 +65,8 @@ class ColdSampler(Sampler):
 
     def timesteps(self, start: int | None = None) -> list[int]:
         start = self.degradation.steps if start is None else start
+        if not 0 < start <= self.degradation.steps:
+            raise ValueError(f"start must lie in 1..{self.degradation.steps}, got {start}")
         steps = self.config.steps  # type: ignore[attr-defined]
         if steps is None or steps >= start:
             return list(range(start, 0, -1))

@@ -146,3 +146,28 @@ def test_create_validates_config_with_a_clear_error():
     with pytest.raises(corediff.ConfigError) as info:
         corediff.create("schedule", "linear", steps=0)
     assert "schedule 'linear'" in str(info.value) and "steps" in str(info.value)
+
+
+def test_building_a_recipe_imports_only_the_plugins_it_names():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
+    code = (
+        "import sys, corediff\n"
+        f"recipe = corediff.load_recipe({str(recipe)!r})\n"
+        "corediff.build(recipe)\n"
+        "mods = sorted(m for m in sys.modules if m.startswith('corediff_plugins.')\n"
+        "              and not m.split('.')[-1].startswith('_') and m.count('.') == 2)\n"
+        "print(','.join(mods))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    imported = {m.split(".")[-1] for m in out[0].split(",")}
+    import tomllib
+
+    data = tomllib.loads(recipe.read_text())
+    named = {data["data"]["type"], data["model"]["type"]}
+    named |= {table["type"] for table in data["diffusion"].values()}
+    assert imported == named

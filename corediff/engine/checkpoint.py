@@ -101,7 +101,8 @@ def pack(tree: Any, tensors: dict[str, Tensor], prefix: str = "") -> Any:
         tensors[prefix] = tree.detach().cpu().contiguous()
         return {TENSOR: prefix}
     if isinstance(tree, np.ndarray):
-        tensors[prefix] = torch.from_numpy(tree.astype(np.int64) if tree.dtype.kind == "u" else tree)
+        unsigned = tree.dtype.kind == "u"
+        tensors[prefix] = torch.from_numpy(tree.astype(np.int64) if unsigned else tree)
         return {ARRAY: prefix, "dtype": str(tree.dtype)}
     if isinstance(tree, dict):
         return {str(key): pack(value, tensors, f"{prefix}.{key}") for key, value in tree.items()}

@@ -37,7 +37,9 @@ class RunDir:
         return self.root / "checkpoints" / name
 
     def sample_grid(self, step: int | None = None) -> Path:
-        return self.root / "samples.png" if step is None else self.root / f"samples/step_{step:07d}.png"
+        if step is None:
+            return self.root / "samples.png"
+        return self.root / "samples" / f"step_{step:07d}.png"
 
 
 class MetricsLog:

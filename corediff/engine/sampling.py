@@ -37,7 +37,9 @@ def guided(model: nn.Module, y: Tensor | None, scale: float, null_label: int) ->
     return guided_fn
 
 
-def class_labels(pipeline: Pipeline, n: int, label: int | None, device: torch.device) -> Tensor | None:
+def class_labels(
+    pipeline: Pipeline, n: int, label: int | None, device: torch.device
+) -> Tensor | None:
     """Labels of the n samples: ``label`` for all, or the classes in turn (0, 1, ..., 0, 1...)."""
     num_classes = pipeline.data_spec.num_classes
     if num_classes is None:

@@ -66,6 +66,7 @@ class ImageFolderDataset(Dataset):
         self.channels = cfg.channels
         self.image_size = cfg.image_size
         self.num_classes = None
+        self.classes: list[str] = []
         self.labels = [-1] * len(self.paths)
         if cfg.class_labels:
             loose = [path for path in self.paths if path.parent == root]

@@ -1,0 +1,143 @@
+"""The ``run``, ``train``, ``sample`` and ``degrade`` commands (argparse in corediff.cli)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import tomllib
+import torch
+
+from corediff.build import DataSpec, Pipeline, build
+from corediff.engine import checkpoint, distributed
+from corediff.engine.rundir import RunDir
+from corediff.engine.sampling import (
+    generate,
+    grid_columns,
+    save_grid,
+    save_individual,
+    save_trajectory,
+)
+from corediff.engine.trainer import run_training
+from corediff.errors import ConfigError
+from corediff.recipe import Recipe, apply_overrides, load_recipe, parse_recipe
+
+
+def _run_dir(recipe: Recipe, args: argparse.Namespace) -> RunDir:
+    return RunDir(args.run_dir or Path(recipe.run.root) / recipe.run.name)
+
+
+def _train(args: argparse.Namespace, *, then_sample: bool) -> int:
+    recipe = load_recipe(args.recipe, args.overrides)
+    run = _run_dir(recipe, args)
+    context = distributed.setup(recipe.run.device)
+    try:
+        trainer = run_training(recipe, run, context, resume=args.resume)
+        if context.is_main:
+            if then_sample:
+                trainer.sample_grid(run.sample_grid(), n=recipe.sample.n)
+                print(f"samples: {run.sample_grid()}")
+            print(f"checkpoint: {run.checkpoint('last')}")
+    finally:
+        distributed.teardown(context)
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    return _train(args, then_sample=True)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    return _train(args, then_sample=False)
+
+
+# -- sample -------------------------------------------------------------------------------------
+def _checkpoint_dir(source: Path, which: str) -> Path:
+    """A checkpoint directory itself, or a run directory's ``checkpoints/<which>``."""
+    for candidate in (source, RunDir(source).checkpoint(which)):
+        found = checkpoint.find(candidate)
+        if found is not None:
+            return found
+    raise ConfigError(
+        f"'{source}' is neither a run directory with checkpoints/{which} nor a checkpoint "
+        "directory (one holding state.json)"
+    )
+
+
+def load_pipeline(path: Path, overrides: list[str]) -> tuple[Pipeline, dict]:
+    """Rebuild a checkpoint's pipeline from its stored recipe (with ``overrides`` applied)
+    and DataSpec, restoring the fitted state of components whose type is unchanged."""
+    stored = tomllib.loads((path / "recipe.toml").read_text(encoding="utf-8"))
+    recipe = parse_recipe(apply_overrides(stored, overrides), source=str(path / "recipe.toml"))
+    state = checkpoint.load_state(path)
+    pipeline = build(recipe, data_spec=DataSpec(**state["data_spec"]))
+    stored_types = {k: v.get("type") for k, v in stored["diffusion"].items()}
+    for kind, component in pipeline.components().items():
+        if component.config.type == stored_types.get(kind) and state["extra"].get(kind):
+            component.load_extra_state(state["extra"][kind])
+    return pipeline, state
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    source = Path(args.source).expanduser()
+    path = _checkpoint_dir(source, args.checkpoint)
+    pipeline, _ = load_pipeline(path, args.overrides)
+    cfg = pipeline.recipe.sample
+    n = args.n if args.n is not None else cfg.n
+    seed = args.seed if args.seed is not None else cfg.seed
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1 (got {n})")
+    model = pipeline.model
+    checkpoint.load_weights(model, path, "ema" if cfg.use_ema else "model")
+    model.to(distributed.resolve_device(pipeline.recipe.run.device)).eval()
+    images, steps = generate(pipeline, model, n, seed=seed, batch_size=cfg.batch_size,
+                             guidance_scale=cfg.guidance_scale, label=cfg.label,
+                             trajectory=args.trajectory)
+    run_root = path.parent.parent if path.parent.name == "checkpoints" else path
+    stem = f"{pipeline.recipe.diffusion.sampler.type}_seed{seed}"
+    out = Path(args.out) if args.out else run_root / "generated" / (
+        stem if args.individual else f"{stem}.png")
+    if args.individual:
+        save_individual(images, out)
+    else:
+        save_grid(images, out, nrow=grid_columns(pipeline, n))
+    print(f"samples: {out}")
+    if args.trajectory:
+        strip = out.with_name(f"{out.stem}_trajectory.png")
+        save_trajectory(steps, strip)
+        print(f"trajectory (rows: x_t then x̂0 per sample; columns: steps T -> 0): {strip}")
+    return 0
+
+
+# -- degrade ------------------------------------------------------------------------------------
+def degrade_command(args: argparse.Namespace) -> int:
+    from PIL import Image, UnidentifiedImageError
+
+    from corediff.degrade_preview import degradation_strip, save_strip, svd_error_table
+    from corediff.registry import registry
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    size = getattr(recipe.data, "image_size", None)
+    channels = getattr(recipe.data, "channels", 3)
+    image_path = Path(args.image).expanduser()
+    try:
+        with Image.open(image_path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            if size is not None:
+                image = image.resize((size, size), Image.Resampling.BICUBIC)
+            pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+            x0 = pixels.view(image.height, image.width, -1).permute(2, 0, 1).float() / 127.5 - 1
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ConfigError(f"--image '{image_path}' cannot be read as an image: {exc}") from None
+    diffusion = recipe.diffusion
+    schedule = registry("schedule").get(diffusion.schedule.type)(diffusion.schedule)
+    degradation = registry("degradation").get(diffusion.degradation.type)(
+        diffusion.degradation, schedule=schedule
+    )
+    out = Path(args.out) if args.out else image_path.with_name(f"{image_path.stem}_degraded.png")
+    save_strip(degradation_strip(degradation, x0[None], args.n), out)
+    print(f"strip of D(x0, t): {out}")
+    table = svd_error_table(degradation, x0[None])
+    if table is not None:
+        print(table)
+    return 0

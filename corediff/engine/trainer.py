@@ -1,0 +1,317 @@
+"""The training loop: any recipe's components, one objective (DDPM's Algorithm 1 generalised).
+
+Per step: t ~ U{1..T}; noise = degradation.sample_noise(x0); x_t = D(x0, t, noise);
+loss = mean_b λ(t_b) · parameterization.loss(model(x_t, t, y), x0, x_t, t, noise).
+AdamW with linear warm-up then cosine decay, EMA of the weights (timm's ModelEmaV3),
+gradient clipping and accumulation, autocast (bf16 or fp16 with a GradScaler), DDP under
+torchrun. The host reads losses only every ``log_every``/``checkpoint_every`` steps; a
+non-finite loss then stops the run before any checkpoint can store it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from timm.utils import ModelEmaV3
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from corediff import __version__
+from corediff.build import Pipeline, build
+from corediff.engine import checkpoint
+from corediff.engine.distributed import Context, barrier, mean_across
+from corediff.engine.rundir import MetricsLog, RunDir
+from corediff.engine.sampling import generate, grid_columns, save_grid
+from corediff.errors import TrainingError
+from corediff.recipe import Recipe, recipe_to_toml
+
+FIT_IMAGES = 512
+GRID_SAMPLES = 64
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class _ResumableSampler(DistributedSampler):
+    """DistributedSampler whose next epoch can start ``skip`` indices in (resume mid-epoch)."""
+
+    skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())[self.skip:]
+        self.skip = 0
+        return iter(indices)
+
+
+class Trainer:
+    """Builds a recipe's pipeline and optimiser state; ``train()`` runs to ``train.steps``."""
+
+    def __init__(self, recipe: Recipe, run: RunDir, context: Context) -> None:
+        self.recipe, self.run, self.context = recipe, run, context
+        cfg, seed = recipe.train, recipe.run.seed
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.pipeline: Pipeline = build(recipe)
+        dataset = self.pipeline.dataset
+        if len(dataset) == 0:
+            raise TrainingError(f"dataset '{recipe.data.type}' is empty")
+        device = context.device
+        self.model = self.pipeline.model.to(device)
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
+        self.net: nn.Module = self.model
+        if context.distributed:
+            ids = [device.index] if device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio),
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        self.generator = torch.Generator(device).manual_seed(seed + 1000 * context.rank)
+        self.sampler = _ResumableSampler(
+            dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed
+        )
+        self.loader_generator = torch.Generator()
+        self.loader = DataLoader(
+            dataset, batch_size=cfg.batch_size, sampler=self.sampler,
+            num_workers=cfg.num_workers, generator=self.loader_generator,
+            drop_last=len(self.sampler) >= cfg.batch_size, pin_memory=device.type == "cuda",
+        )
+        self.step = 0
+        self.smoothed: float | None = None
+        self.best = math.inf
+        self.pending: list[tuple[float, float]] = []  # (loss, grad_norm) since the last row
+
+    # -- state ---------------------------------------------------------------------------------
+    def fit_components(self) -> None:
+        """Calibrate the non-network components on up to FIT_IMAGES training images."""
+        dataset = self.pipeline.dataset
+        pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(
+            self.recipe.run.seed))[:FIT_IMAGES]
+        images, _ = next(iter(DataLoader(Subset(dataset, pick.tolist()), batch_size=FIT_IMAGES)))
+        for component in self.pipeline.components().values():
+            component.fit(images)
+
+    def state(self) -> dict[str, Any]:
+        spec = self.pipeline.data_spec
+        return {
+            "step": self.step, "smoothed": self.smoothed, "best": self.best,
+            "pending": self.pending, "corediff_version": __version__,
+            "world_size": self.context.world_size,
+            "data_spec": {"channels": spec.channels, "image_size": spec.image_size,
+                          "num_classes": spec.num_classes},
+            "optimizer": self.optimizer.state_dict(), "scheduler": _scheduler_state(self),
+            "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "extra": {k: c.extra_state() for k, c in self.pipeline.components().items()},
+        }
+
+    def load(self, path: Path) -> None:
+        state = checkpoint.load_state(path)
+        checkpoint.load_weights(self.model, path, "model")
+        checkpoint.load_weights(self.ema.module, path, "ema")
+        optimizer = state["optimizer"]
+        optimizer["state"] = {int(k): v for k, v in optimizer["state"].items()}
+        self.optimizer.load_state_dict(optimizer)
+        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
+        self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        for kind, extra in state["extra"].items():
+            self.pipeline.components()[kind].load_extra_state(extra)
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(tuple(rng["numpy"]))
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.step, self.smoothed, self.best = state["step"], state["smoothed"], state["best"]
+        self.pending = [tuple(p) for p in state["pending"]]
+
+    def save(self) -> None:
+        """Write ``last`` and, when the smoothed loss is the lowest so far, ``best``."""
+        last = self.run.checkpoint("last")
+        checkpoint.save(last, model=self.model, ema=self.ema.module, state=self.state(),
+                        recipe_toml=recipe_to_toml(self.recipe))
+        if self.smoothed is not None and self.smoothed <= self.best:
+            checkpoint.copy(last, self.run.checkpoint("best"))
+
+    # -- training ------------------------------------------------------------------------------
+    def batches(self) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """Endless (x0, y) on the device; epoch e's order is fixed by (seed, e), so a resumed
+        run sees the same batches as an uninterrupted one."""
+        cfg, device = self.recipe.train, self.context.device
+        epoch, skip = divmod(self.step * cfg.grad_accum, len(self.loader))
+        conditional = self.pipeline.data_spec.num_classes is not None
+        while True:
+            self.sampler.set_epoch(epoch)
+            self.sampler.skip = skip * cfg.batch_size
+            self.loader_generator.manual_seed(self.recipe.run.seed * 100_003 + epoch)
+            for x0, y in self.loader:
+                x0 = x0.to(device, non_blocking=True)
+                if device.type == "cuda":
+                    x0 = x0.contiguous(memory_format=torch.channels_last)
+                yield x0, y.to(device, non_blocking=True) if conditional else None
+            epoch, skip = epoch + 1, 0
+
+    def loss(self, x0: Tensor, y: Tensor | None) -> Tensor:
+        p, cfg, g = self.pipeline, self.recipe.train, self.generator
+        t = torch.randint(1, p.degradation.steps + 1, (x0.shape[0],), generator=g,
+                          device=x0.device)
+        noise = p.degradation.sample_noise(x0, generator=g)
+        x_t = p.degradation.degrade(x0, t, noise)
+        if y is not None and cfg.label_dropout > 0:
+            drop = torch.rand(y.shape, generator=g, device=y.device) < cfg.label_dropout
+            y = torch.where(drop, p.data_spec.num_classes, y)
+        dtype = AUTOCAST.get(cfg.precision)
+        with torch.autocast(x0.device.type, dtype=dtype, enabled=dtype is not None):
+            output = self.net(x_t, t, y)
+        per_sample = p.parameterization.loss(
+            output.float(), x0, x_t, t, noise, p.loss_weighting.per_element
+        )
+        return (p.loss_weighting.weight(t).to(per_sample) * per_sample).mean()
+
+    def train_step(self, data: Iterator[tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor]:
+        cfg = self.recipe.train
+        total = torch.zeros((), device=self.context.device)
+        for micro in range(cfg.grad_accum):
+            x0, y = next(data)
+            syncing = micro == cfg.grad_accum - 1 or not self.context.distributed
+            with contextlib.nullcontext() if syncing else self.net.no_sync():
+                loss = self.loss(x0, y)
+                self.scaler.scale(loss / cfg.grad_accum).backward()
+            total += loss.detach() / cfg.grad_accum
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = nn.utils.clip_grad_norm_(
+            self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        self.ema.update(self.model, step=self.step)
+        return total, grad_norm
+
+    def train(self) -> None:
+        cfg, ctx = self.recipe.train, self.context
+        metrics = MetricsLog(self.run, self.step or None) if ctx.is_main else None
+        data = self.batches()
+        window: list[tuple[Tensor, Tensor]] = []
+        clock, images = time.perf_counter(), 0
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not ctx.is_main, unit="step",
+                   dynamic_ncols=True)
+        self.net.train()
+        while self.step < cfg.steps:
+            window.append(self.train_step(data))
+            images += cfg.batch_size * cfg.grad_accum * ctx.world_size
+            bar.update(1)
+            done = self.step == cfg.steps
+            row, save = self.step % cfg.log_every == 0, self.step % cfg.checkpoint_every == 0
+            if not (row or save or done):
+                continue
+            self.check(window)
+            window = []
+            if row and self.pending and metrics is not None:
+                speed = images / (time.perf_counter() - clock)
+                metrics.write(self.row(speed))
+                bar.set_postfix(loss=f"{self.smoothed:.4g}", img_s=f"{speed:.0f}")
+                clock, images = time.perf_counter(), 0
+            if (save or done) and ctx.is_main:
+                self.save()
+            if cfg.sample_every and self.step % cfg.sample_every == 0 and ctx.is_main:
+                self.sample_grid(self.run.sample_grid(self.step))
+            if save or done:
+                barrier(ctx)
+        bar.close()
+        if metrics is not None:
+            metrics.close()
+
+    def check(self, window: list[tuple[Tensor, Tensor]]) -> None:
+        """Read the window's losses (one host sync), stop on a non-finite one, smooth them."""
+        losses = mean_across(torch.stack([loss for loss, _ in window]), self.context).tolist()
+        norms = torch.stack([norm for _, norm in window]).tolist()
+        first = self.step - len(window) + 1
+        for offset, loss in enumerate(losses):
+            if not math.isfinite(loss):
+                where = self.run.checkpoint("last")
+                kept = f"the last good checkpoint is kept in {where}" if checkpoint.find(
+                    where) else "no checkpoint had been written yet"
+                raise TrainingError(
+                    f"training stopped: the loss is {loss} at step {first + offset}; {kept}. "
+                    "Try a lower train.lr, train.grad_clip > 0 or precision = 'fp32'."
+                )
+        s = self.recipe.train.loss_smoothing
+        for loss, norm in zip(losses, norms, strict=True):
+            self.smoothed = loss if self.smoothed is None else s * self.smoothed + (1 - s) * loss
+            self.pending.append((loss, norm))
+
+    def row(self, images_per_s: float) -> dict[str, Any]:
+        losses, norms = zip(*self.pending, strict=True)
+        self.pending = []
+        return {"step": self.step, "loss": sum(losses) / len(losses),
+                "lr": self.scheduler.get_last_lr()[0], "grad_norm": sum(norms) / len(norms),
+                "images_per_s": images_per_s}
+
+    def sample_grid(self, path: Path, n: int = GRID_SAMPLES) -> None:
+        """A grid from the EMA weights with the recipe's [sample] settings."""
+        cfg = self.recipe.sample
+        model = self.ema.module if cfg.use_ema else self.model
+        images, _ = generate(self.pipeline, model.eval(), n, seed=cfg.seed,
+                             batch_size=cfg.batch_size, guidance_scale=cfg.guidance_scale,
+                             label=cfg.label)
+        save_grid(images, path, nrow=grid_columns(self.pipeline, n))
+        self.model.train()
+
+
+def _scheduler_state(trainer: Trainer) -> dict[str, Any]:
+    return {k: v for k, v in trainer.scheduler.state_dict().items() if k != "lr_lambdas"}
+
+
+def run_training(recipe: Recipe, run: RunDir, context: Context, *, resume: bool) -> Trainer:
+    """Train a recipe into a run directory, from scratch or from its last checkpoint."""
+    last = run.checkpoint("last")
+    found = checkpoint.find(last)
+    if resume and found is None:
+        raise TrainingError(f"--resume: no checkpoint in '{last}' to continue from")
+    if not resume and found is not None:
+        raise TrainingError(
+            f"run directory '{run.root}' already holds a checkpoint; continue it with --resume "
+            "or start a new run with --run-dir DIR or --set run.name=NAME"
+        )
+    trainer = Trainer(recipe, run, context)
+    if found is not None:
+        trainer.load(found)
+    else:
+        trainer.fit_components()
+        if context.is_main:
+            run.root.mkdir(parents=True, exist_ok=True)
+            checkpoint.atomic_write_text(run.recipe, recipe_to_toml(recipe))
+    trainer.train()
+    return trainer
