@@ -101,9 +101,9 @@ class GaussianTables:
         prev = torch.cat([alpha_bar[:1], alpha_bar[:-1]])
         coef_x0, coef_xt, var_small, var_large = posterior_coefficients(alpha_bar, prev)
         one_minus = 1.0 - alpha_bar
-        # log β̃ clipped at t = 1 (where β̃ = 0) to β̃_2, as improved-diffusion.
-        clipped = torch.cat([var_small[:1], var_small[2:3], var_small[2:]])
-        self.steps = alpha_bar.numel() - 1
+        # log β̃ clipped at t = 1 (where β̃ = 0) to β̃_2 as improved-diffusion (β_1 if T = 1).
+        second = var_small[2:3] if alpha_bar.numel() > 2 else var_large[1:2]
+        clipped = torch.cat([var_small[:1], second, var_small[2:]])
         self._host = {
             "alpha_bar": alpha_bar,
             "sqrt_alpha_bar": alpha_bar.sqrt(),
@@ -112,7 +112,6 @@ class GaussianTables:
             "snr": alpha_bar / one_minus,
             "coef_x0": coef_x0,
             "coef_xt": coef_xt,
-            "variance": var_small,
             "log_variance_min": clipped.log(),
             "log_variance_max": var_large.log(),
         }

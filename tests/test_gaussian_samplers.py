@@ -1,7 +1,8 @@
 """DDPM / DDIM / one-step samplers against diffusers' DDPMScheduler and DDIMScheduler, step
-by step, with the same analytic model, the same x_T and the same noise. diffusers gets the
-float32 rounding of our float64 ᾱ (its own float32 cumprod drifts by ~4e-7 relative, which
-1000 stochastic steps amplify to ~1e-5; the schedules themselves are compared elsewhere)."""
+by step, with the same analytic model, the same x_T and the same noise. diffusers gets our ᾱ
+in the run's dtype (its own float32 cumprod drifts by ~4e-7 relative; the schedules are
+compared elsewhere). Runs are float64, plus float32 where 1000 stochastic float32 steps do not
+amplify rounding past the 1e-5 tolerance (the 10 / 50-step runs)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from corediff_plugins.degradations.gaussian import GaussianDegradation
 from corediff_plugins.parameterizations.eps import EpsParameterization
+from corediff_plugins.priors.normal import NormalPrior
 from corediff_plugins.samplers.ddim import DDIMSampler
 from corediff_plugins.samplers.ddpm import DDPMSampler
 from corediff_plugins.samplers.one_step import OneStepSampler
@@ -25,29 +27,30 @@ PARAM = EpsParameterization(degradation=DEGRADATION)
 
 def eps_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The optimal ε̂ for data N(0.2, 0.5²) per pixel, plus a smooth t-dependent wobble."""
-    alpha_bar = ALPHA_BAR[t].float().view(-1, 1, 1, 1)
+    alpha_bar = ALPHA_BAR[t].to(x.dtype).view(-1, 1, 1, 1)
     centred = x - alpha_bar.sqrt() * 0.2
     eps = (1 - alpha_bar).sqrt() * centred / (0.25 * alpha_bar + 1 - alpha_bar)
-    return eps + 0.01 * torch.cos(t / 100).view(-1, 1, 1, 1) * torch.tanh(x)
+    return eps + 0.01 * torch.cos(t / 100).to(x.dtype).view(-1, 1, 1, 1) * torch.tanh(x)
 
 
-def _x_T() -> torch.Tensor:
-    return torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
+def _x_T(dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.randn(SHAPE, generator=torch.Generator().manual_seed(0), dtype=dtype)
 
 
 def _ours(result) -> list[torch.Tensor]:
     return [step.x_t for step in result.trajectory] + [result.sample]
 
 
-def _diffusers_ddim(spacing: str, count: int, eta: float, noises: list[torch.Tensor]):
+def _diffusers_ddim(spacing: str, count: int, eta: float, noises: list[torch.Tensor],
+                    dtype: torch.dtype):
     scheduler = DDIMScheduler(beta_schedule="linear", clip_sample=False, set_alpha_to_one=True,
                               timestep_spacing=spacing, steps_offset=0)
-    scheduler.alphas_cumprod = ALPHA_BAR[1:].float()  # float32 of our float64 cumprod
+    scheduler.alphas_cumprod = ALPHA_BAR[1:].to(dtype)
     scheduler.set_timesteps(count)
     ks = scheduler.timesteps.tolist()
     stride = T // count
     alphas_cumprod, final = scheduler.alphas_cumprod, scheduler.final_alpha_cumprod
-    x = _x_T()
+    x = _x_T(dtype)
     states = [x]
     for i, k in enumerate(ks):
         k_prev = ks[i + 1] if i + 1 < len(ks) else -1
@@ -68,18 +71,22 @@ def _diffusers_ddim(spacing: str, count: int, eta: float, noises: list[torch.Ten
     return ks, states
 
 
+DDIM_CASES = [(c, d) for c in (10, 50, 1000) for d in (torch.float64, torch.float32)
+              if c < 1000 or d == torch.float64]
+
+
 @pytest.mark.parametrize("eta", [0.0, 1.0])
-@pytest.mark.parametrize("count", [10, 50, 1000])
+@pytest.mark.parametrize(("count", "dtype"), DDIM_CASES)
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
-def test_ddim_matches_diffusers(spacing, count, eta):
+def test_ddim_matches_diffusers(spacing, count, dtype, eta):
     sampler = DDIMSampler(DDIMSampler.Config(steps=count, spacing=spacing, eta=eta),
                           degradation=DEGRADATION, parameterization=PARAM)
-    result = sampler.sample(eps_model, _x_T(), generator=torch.Generator().manual_seed(1),
+    result = sampler.sample(eps_model, _x_T(dtype), generator=torch.Generator().manual_seed(1),
                             trajectory=True)
     replay = torch.Generator().manual_seed(1)
-    noises = [torch.randn(SHAPE, generator=replay) for _ in range(count - 1)]
-    noises.append(torch.zeros(SHAPE))  # σ = 0 on the last step: we draw nothing there
-    ks, states = _diffusers_ddim(spacing, count, eta, noises)
+    noises = [torch.randn(SHAPE, generator=replay, dtype=dtype) for _ in range(count - 1)]
+    noises.append(torch.zeros(SHAPE, dtype=dtype))  # σ = 0 on the last step: nothing drawn
+    ks, states = _diffusers_ddim(spacing, count, eta, noises, dtype)
     assert sampler.timesteps() == [k + 1 for k in ks]
     assert [step.t for step in result.trajectory] == sampler.timesteps()
     for ours, theirs in zip(_ours(result), states, strict=True):
@@ -89,7 +96,7 @@ def test_ddim_matches_diffusers(spacing, count, eta):
 def _diffusers_ddpm(variance: str, spacing: str, count: int | None):
     scheduler = DDPMScheduler(beta_schedule="linear", clip_sample=False, variance_type=variance,
                               timestep_spacing=spacing)
-    scheduler.alphas_cumprod = ALPHA_BAR[1:].float()
+    scheduler.alphas_cumprod = ALPHA_BAR[1:]
     if count is not None:
         scheduler.set_timesteps(count)
     generator = torch.Generator().manual_seed(1)
@@ -162,6 +169,14 @@ def test_start_clip_and_one_step():
     x = _x_T()
     out = one.sample(eps_model, x, start=300)
     t = torch.full((SHAPE[0],), 300)
-    expected = (x - (1 - ALPHA_BAR[300]).sqrt().float() * eps_model(x, t)) / ALPHA_BAR[300].sqrt()
-    torch.testing.assert_close(out.sample, expected.float())
+    expected = (x - (1 - ALPHA_BAR[300]).sqrt() * eps_model(x, t)) / ALPHA_BAR[300].sqrt()
+    torch.testing.assert_close(out.sample, expected)
     assert one.timesteps() == [T]
+
+
+def test_normal_prior():
+    prior = NormalPrior(NormalPrior.Config(scale=2.0), degradation=DEGRADATION)
+    assert prior.start_step() == T
+    x = prior.sample((4000, 3, 2, 2), generator=torch.Generator().manual_seed(0))
+    assert x.shape == (4000, 3, 2, 2)
+    assert abs(x.mean()) < 0.05 and abs(x.std() - 2.0) < 0.05

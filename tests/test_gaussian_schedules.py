@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
+
 from corediff_plugins._gaussian import RespacedSamplerConfig, space_timesteps
 from corediff_plugins.schedules.cosine import CosineSchedule
 from corediff_plugins.schedules.linear import LinearSchedule
 from corediff_plugins.schedules.quadratic import QuadraticSchedule
 from corediff_plugins.schedules.scaled_linear import ScaledLinearSchedule
 from corediff_plugins.schedules.sigmoid import SigmoidSchedule
-from diffusers import DDIMScheduler, DDPMScheduler
-from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
 
 CASES = [
     (LinearSchedule, "linear", {}),

@@ -14,7 +14,7 @@ from corediff_plugins.schedules.rank_linear import RankLinearConfig, RankLinearS
 def reference_truncation(x: torch.Tensor, k: list[int]) -> torch.Tensor:
     """The notes' approach: per image, SVD then U diag(S[:k]) Vᵀ (float64)."""
     out = []
-    for image, rank in zip(x.double(), k):
+    for image, rank in zip(x.double(), k, strict=True):
         U, S, Vh = torch.linalg.svd(image, full_matrices=False)
         masked = torch.where(torch.arange(S.shape[-1]) < rank, S, 0.0)
         out.append(U @ torch.diag_embed(masked) @ Vh)
@@ -80,7 +80,7 @@ def test_degrade_many_uses_one_decomposition(monkeypatch):
     calls = []
     decompose = degradation.decompose
     monkeypatch.setattr(degradation, "decompose", lambda x0: calls.append(1) or decompose(x0))
-    for got, want in zip(degradation.degrade_many(x, [s, s - 1]), expected):
+    for got, want in zip(degradation.degrade_many(x, [s, s - 1]), expected, strict=True):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     assert len(calls) == 1
 
@@ -133,3 +133,26 @@ def test_stochastic_variant_noise_roundtrip():
     estimated = degradation.estimate_noise(x_t, x, t)
     torch.testing.assert_close(estimated[1:], noise[1:], atol=1e-4, rtol=0)
     assert make(steps=8).sample_noise(x) is None
+
+
+def test_preview_strip_and_error_table(tmp_path):
+    from PIL import Image
+
+    from corediff.degrade_preview import degradation_strip, save_strip, svd_error_table
+
+    generator = torch.Generator().manual_seed(7)
+    image = torch.rand(3, 8, 10, generator=generator) * 2 - 1
+    degradation = make(steps=8)
+    strip = degradation_strip(degradation, image, n=5)  # t = 0, 2, 4, 6, 8
+    assert strip.shape == (3, 8, 50)
+    torch.testing.assert_close(strip[..., :10], image)
+    expected = reference_truncation(image[None], [4])[0].clamp(-1, 1)  # the strip is clamped
+    torch.testing.assert_close(strip[..., 20:30], expected, atol=1e-5, rtol=0)
+    assert torch.count_nonzero(strip[..., 40:]) == 0
+    path = save_strip(degradation, image, tmp_path / "strip.png", n=5)
+    assert Image.open(path).size == (50, 8)
+    table = svd_error_table(degradation, image)
+    assert [k for k, _ in table] == list(range(9))
+    assert table[0][1] == pytest.approx(image.abs().mean().item(), rel=1e-6)
+    blur = type("NoCurve", (), {})()
+    assert svd_error_table(blur, image) is None

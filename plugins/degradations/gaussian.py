@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from corediff_plugins._gaussian import GaussianTables, posterior_coefficients
 from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Degradation, Schedule
+from corediff_plugins._gaussian import GaussianTables, posterior_coefficients
 
 
 class GaussianDegradationConfig(ComponentConfig):

@@ -23,12 +23,12 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import torch
-from corediff_plugins._cold import randn, svd_error_curve
 from pydantic import Field, NonNegativeFloat, NonNegativeInt
 from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Degradation, Schedule
+from corediff_plugins._cold import randn, svd_error_curve
 
 
 class SVDConfig(ComponentConfig):

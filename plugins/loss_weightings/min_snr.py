@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from corediff_plugins._gaussian import LossWeightingConfig, x0_ratio
 from pydantic import Field, PositiveFloat
 from torch import Tensor
 
 from corediff.interfaces import LossWeighting
+from corediff_plugins._gaussian import LossWeightingConfig, x0_ratio
 
 
 class MinSNRWeightingConfig(LossWeightingConfig):

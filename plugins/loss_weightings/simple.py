@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from corediff_plugins._gaussian import LossWeightingConfig
 from torch import Tensor
 
 from corediff.interfaces import LossWeighting
+from corediff_plugins._gaussian import LossWeightingConfig
 
 
 class SimpleWeightingConfig(LossWeightingConfig):

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from corediff_plugins._gaussian import LossWeightingConfig, posterior_coefficients, x0_ratio
 from torch import Tensor
 
 from corediff.interfaces import LossWeighting
+from corediff_plugins._gaussian import LossWeightingConfig, posterior_coefficients, x0_ratio
 
 
 class VLBWeightingConfig(LossWeightingConfig):

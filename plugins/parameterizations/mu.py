@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from corediff_plugins._gaussian import GaussianParameterization, GaussianParameterizationConfig
 from torch import Tensor
 
 from corediff.interfaces import Prediction
+from corediff_plugins._gaussian import GaussianParameterization, GaussianParameterizationConfig
 
 
 class MuParameterizationConfig(GaussianParameterizationConfig):

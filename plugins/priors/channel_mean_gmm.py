@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from typing import Literal
 
 import torch
-from corediff_plugins._cold import randn
 from pydantic import Field, PositiveInt
 from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Degradation, Prior
+from corediff_plugins._cold import randn
 
 
 class ChannelMeanGMMConfig(ComponentConfig):

@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from corediff_plugins._cold import randn
 from pydantic import Field, NonNegativeFloat
 from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Prior
+from corediff_plugins._cold import randn
 
 
 class ConstantPriorConfig(ComponentConfig):

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from typing import Literal
 
 import torch
-from corediff_plugins._cold import randn
 from pydantic import Field, NonNegativeFloat, PositiveInt
 from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Degradation, Prior
+from corediff_plugins._cold import randn
 
 
 class PartialPriorConfig(ComponentConfig):

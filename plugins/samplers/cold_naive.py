@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from corediff_plugins._cold import ColdSampler
 from pydantic import Field, PositiveInt
 from torch import Tensor
 
 from corediff.config import ComponentConfig
+from corediff_plugins._cold import ColdSampler
 
 
 class ColdNaiveConfig(ComponentConfig):

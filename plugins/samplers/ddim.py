@@ -7,12 +7,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from corediff_plugins._gaussian import (
-    RespacedSamplerConfig,
-    posterior_coefficients,
-    space_timesteps,
-    visited_steps,
-)
 from pydantic import Field
 from torch import Tensor
 
@@ -24,6 +18,12 @@ from corediff.interfaces import (
     Sampler,
     SampleResult,
     TrajectoryStep,
+)
+from corediff_plugins._gaussian import (
+    RespacedSamplerConfig,
+    posterior_coefficients,
+    space_timesteps,
+    visited_steps,
 )
 
 

@@ -9,13 +9,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from corediff_plugins._gaussian import (
-    GaussianTables,
-    RespacedSamplerConfig,
-    posterior_coefficients,
-    space_timesteps,
-    visited_steps,
-)
 from pydantic import Field
 from torch import Tensor
 
@@ -27,6 +20,13 @@ from corediff.interfaces import (
     Sampler,
     SampleResult,
     TrajectoryStep,
+)
+from corediff_plugins._gaussian import (
+    GaussianTables,
+    RespacedSamplerConfig,
+    posterior_coefficients,
+    space_timesteps,
+    visited_steps,
 )
 
 

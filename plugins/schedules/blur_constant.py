@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from corediff_plugins._cold import composed_sigma
 from pydantic import Field, PositiveFloat, PositiveInt
 from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Schedule
+from corediff_plugins._cold import composed_sigma
 
 
 class BlurConstantConfig(ComponentConfig):

@@ -7,13 +7,14 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from pydantic import Field, PositiveFloat
+from torch import Tensor
+
 from corediff_plugins._gaussian import (
     GaussianSchedule,
     GaussianScheduleConfig,
     betas_for_alpha_bar,
 )
-from pydantic import Field, PositiveFloat
-from torch import Tensor
 
 
 class CosineScheduleConfig(GaussianScheduleConfig):

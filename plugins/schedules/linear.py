@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from corediff_plugins._gaussian import GaussianSchedule, GaussianScheduleConfig, linear_betas
 from pydantic import Field, PositiveFloat
 from torch import Tensor
+
+from corediff_plugins._gaussian import GaussianSchedule, GaussianScheduleConfig, linear_betas
 
 
 class LinearScheduleConfig(GaussianScheduleConfig):

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from typing import Literal
 
 import torch
-from corediff_plugins._cold import svd_error_curve
 from pydantic import Field, PositiveInt
 from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Schedule
+from corediff_plugins._cold import svd_error_curve
 
 
 class RankEnergyConfig(ComponentConfig):

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from corediff_plugins._gaussian import GaussianSchedule, GaussianScheduleConfig
 from pydantic import Field, PositiveFloat
 from torch import Tensor
+
+from corediff_plugins._gaussian import GaussianSchedule, GaussianScheduleConfig
 
 
 class SigmoidScheduleConfig(GaussianScheduleConfig):
