@@ -66,8 +66,9 @@ class SVDDegradation(Degradation):
         return (min_rank + (fraction * (full_rank - min_rank)).round()).long().to(device)
 
     def decompose(self, x0: Tensor) -> SVDFactors:
-        """Thin SVD of every channel of x0 [B, C, H, W] (float32 or wider)."""
-        return SVDFactors(*torch.linalg.svd(x0, full_matrices=False))
+        """Thin SVD of every channel of x0 [B, C, H, W], in float32 at least."""
+        wide = x0 if x0.dtype == torch.float64 else x0.float()
+        return SVDFactors(*torch.linalg.svd(wide, full_matrices=False))
 
     @staticmethod
     def flip_factors(factors: SVDFactors) -> SVDFactors:
@@ -96,7 +97,7 @@ class SVDDegradation(Degradation):
         out = []
         for t in ts:
             x_t = self.degrade_from_factors(factors, t, noise)
-            out.append(torch.where((t == 0)[:, None, None, None], x0, x_t))
+            out.append(torch.where((t == 0)[:, None, None, None], x0, x_t.to(x0.dtype)))
         return out
 
     def sample_noise(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
