@@ -36,6 +36,15 @@ class GaussianSchedule(Schedule):
 
     provides = frozenset({"alpha_bar"})
 
+    def __init__(self, config: ComponentConfig | None = None) -> None:
+        super().__init__(config)
+        betas = self.betas()
+        if not bool(((betas > 0) & (betas < 1)).all()):
+            raise ValueError(
+                f"schedule '{self.config.type}' with steps={self.steps} gives β outside (0, 1) "
+                f"(max β = {betas.max().item():.4g}); use more steps or smaller β endpoints"
+            )
+
     @abstractmethod
     def betas(self) -> Tensor:
         """float64 tensor [T]: β_1..β_T."""

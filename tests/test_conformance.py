@@ -19,7 +19,7 @@ from corediff.config import ComponentConfig
 from corediff.recipe import check_compatibility
 from corediff.registry import registry
 
-STEPS = 8
+STEPS = 25
 IMAGES = 4
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DIFFUSION_KINDS = ("schedule", "degradation", "parameterization", "loss_weighting", "sampler",

@@ -2,9 +2,10 @@
 
 FID's idea (Heusel et al. 2017) with a feature network that fits the data: a two-layer conv
 net trained deterministically on the ``digits`` dataset's training split (the first 1500
-images, at their native 8×8, with small shifts and resize round trips), cached as safetensors under ``$COREDIFF_CACHE`` (default
-``~/.cache/corediff``). Generated images at any side are resized to 8×8 (bilinear,
-antialiased) and compared with the held-out split passed through the same resize:
+images, at their native 8×8, with small shifts and resize round trips), cached as
+safetensors under ``$COREDIFF_CACHE`` (default ``~/.cache/corediff``). Generated images of
+any side are resized to 8×8 (bilinear, antialiased) and compared with the held-out split
+passed through the same resize:
 
 * ``fd``: Fréchet distance in the 64-d penultimate feature space (the "FID" of digits);
 * ``confidence``: mean max softmax probability (sharp, recognisable digits score near 1);

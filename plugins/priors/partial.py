@@ -61,7 +61,8 @@ class PartialPrior(Prior):
         index = torch.randint(len(self.bank), (shape[0],), generator=generator, device=source)
         x0 = self.bank[index.cpu()].to(device)
         t = torch.full((shape[0],), self.start_step(), device=device)
-        x = self.degradation.degrade(x0, t)
+        noise = self.degradation.sample_noise(x0, generator)
+        x = self.degradation.degrade(x0, t, noise)
         if self.config.noise_std > 0:
             x = x + self.config.noise_std * randn(shape, generator, device)
         return x
