@@ -109,7 +109,7 @@ def test_valid_fake_plugin_loads_and_builds(fake_dist):
     )
     import torch
 
-    schedule = corediff.create("schedule", "linear", steps=10)
+    schedule = corediff.create("schedule", "linear", steps=100)
     shift = corediff.create("degradation", "shift", schedule=schedule)
     out = shift.degrade(torch.zeros(2, 1, 2, 2), torch.tensor([0, 3]))
     assert out[0].abs().sum() == 0 and torch.all(out[1] == 3)
