@@ -1,6 +1,15 @@
-"""The ``run``, ``train``, ``sample`` and ``degrade`` commands (argparse in corediff.cli)."""
+"""The ``run``, ``train``, ``sample`` and ``degrade`` commands (argparse in corediff.cli).
+
+OpenMP threads sleep rather than spin while waiting (OMP_WAIT_POLICY=PASSIVE unless set):
+on a CPU shared with other work, spinning threads made small-model steps ~25× slower.
+This must be set before torch is first imported, hence at the top of this module.
+"""
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 from pathlib import Path
@@ -35,7 +44,7 @@ def _train(args: argparse.Namespace, *, then_sample: bool) -> int:
         trainer = run_training(recipe, run, context, resume=args.resume)
         if context.is_main:
             if then_sample:
-                trainer.sample_grid(run.sample_grid(), n=recipe.sample.n)
+                trainer.sample_grid(run.sample_grid())
                 print(f"samples: {run.sample_grid()}")
             print(f"checkpoint: {run.checkpoint('last')}")
     finally:
@@ -113,10 +122,12 @@ def sample_command(args: argparse.Namespace) -> int:
 def degrade_command(args: argparse.Namespace) -> int:
     from PIL import Image, UnidentifiedImageError
 
-    from corediff.degrade_preview import degradation_strip, save_strip, svd_error_table
+    from corediff.degrade_preview import save_strip, svd_error_table
     from corediff.registry import registry
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if args.n < 1:
+        raise ConfigError(f"--n must be at least 1 (got {args.n})")
     size = getattr(recipe.data, "image_size", None)
     channels = getattr(recipe.data, "channels", 3)
     image_path = Path(args.image).expanduser()
@@ -135,9 +146,11 @@ def degrade_command(args: argparse.Namespace) -> int:
         diffusion.degradation, schedule=schedule
     )
     out = Path(args.out) if args.out else image_path.with_name(f"{image_path.stem}_degraded.png")
-    save_strip(degradation_strip(degradation, x0[None], args.n), out)
-    print(f"strip of D(x0, t): {out}")
-    table = svd_error_table(degradation, x0[None])
+    save_strip(degradation, x0, out, args.n)
+    print(f"D(x0, t) for t = 0..{degradation.steps}, left to right: {out}")
+    table = svd_error_table(degradation, x0)
     if table is not None:
-        print(table)
+        print("rank k  mean |x0 - D_k(x0)|")
+        for rank, error in table:
+            print(f"{rank:>6}  {error:.4f}")
     return 0

@@ -79,3 +79,12 @@ def mean_across(values: torch.Tensor, context: Context) -> torch.Tensor:
 def barrier(context: Context) -> None:
     if context.distributed:
         dist.barrier()
+
+
+def gather(value: object, context: Context) -> list[object]:
+    """Every process's ``value`` (small picklable state), in rank order, on every process."""
+    if not context.distributed:
+        return [value]
+    values: list[object] = [None] * context.world_size
+    dist.all_gather_object(values, value)
+    return values

@@ -29,14 +29,13 @@ from tqdm import tqdm
 from corediff import __version__
 from corediff.build import Pipeline, build
 from corediff.engine import checkpoint
-from corediff.engine.distributed import Context, barrier, mean_across
+from corediff.engine.distributed import Context, barrier, gather, mean_across
 from corediff.engine.rundir import MetricsLog, RunDir
 from corediff.engine.sampling import generate, grid_columns, save_grid
 from corediff.errors import TrainingError
 from corediff.recipe import Recipe, recipe_to_toml
 
 FIT_IMAGES = 512
-GRID_SAMPLES = 64
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -69,6 +68,8 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
         self.pipeline: Pipeline = build(recipe)
+        if context.distributed:  # same initial weights everywhere, distinct dropout masks
+            torch.manual_seed(seed + 1000 * context.rank)
         dataset = self.pipeline.dataset
         if len(dataset) == 0:
             raise TrainingError(f"dataset '{recipe.data.type}' is empty")
@@ -117,7 +118,11 @@ class Trainer:
             component.fit(images)
 
     def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs besides the weights; per-process random states are
+        gathered from every rank (call on all ranks)."""
         spec = self.pipeline.data_spec
+        per_rank = gather({"generator": self.generator.get_state(),
+                           "torch": torch.get_rng_state()}, self.context)
         return {
             "step": self.step, "smoothed": self.smoothed, "best": self.best,
             "pending": self.pending, "corediff_version": __version__,
@@ -125,9 +130,8 @@ class Trainer:
             "data_spec": {"channels": spec.channels, "image_size": spec.image_size,
                           "num_classes": spec.num_classes},
             "optimizer": self.optimizer.state_dict(), "scheduler": _scheduler_state(self),
-            "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate(),
+            "scaler": self.scaler.state_dict(), "ranks": per_rank,
+            "rng": {"numpy": np.random.get_state(), "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "extra": {k: c.extra_state() for k, c in self.pipeline.components().items()},
         }
@@ -141,11 +145,14 @@ class Trainer:
         self.optimizer.load_state_dict(optimizer)
         self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
         self.scaler.load_state_dict(state["scaler"])
-        self.generator.set_state(state["generator"])
+        if len(state["ranks"]) == self.context.world_size:
+            self.generator.set_state(state["ranks"][self.context.rank]["generator"])
+            torch.set_rng_state(state["ranks"][self.context.rank]["torch"])
+        else:  # resumed on another number of processes: fresh per-rank streams
+            self.generator.manual_seed(self.recipe.run.seed + 1000 * self.context.rank + self.step)
         for kind, extra in state["extra"].items():
             self.pipeline.components()[kind].load_extra_state(extra)
         rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
         np.random.set_state(tuple(rng["numpy"]))
         version, internal, gauss = rng["python"]
         random.setstate((version, tuple(internal), gauss))
@@ -155,11 +162,18 @@ class Trainer:
         self.pending = [tuple(p) for p in state["pending"]]
 
     def save(self) -> None:
-        """Write ``last`` and, when the smoothed loss is the lowest so far, ``best``."""
+        """Write ``last`` and, when the smoothed loss is the lowest so far, ``best`` (call on
+        every rank; rank 0 writes)."""
+        improved = self.smoothed is not None and self.smoothed <= self.best
+        if improved:
+            self.best = self.smoothed
+        state = self.state()
+        if not self.context.is_main:
+            return
         last = self.run.checkpoint("last")
-        checkpoint.save(last, model=self.model, ema=self.ema.module, state=self.state(),
+        checkpoint.save(last, model=self.model, ema=self.ema.module, state=state,
                         recipe_toml=recipe_to_toml(self.recipe))
-        if self.smoothed is not None and self.smoothed <= self.best:
+        if improved:
             checkpoint.copy(last, self.run.checkpoint("best"))
 
     # -- training ------------------------------------------------------------------------------
@@ -243,7 +257,7 @@ class Trainer:
                 metrics.write(self.row(speed))
                 bar.set_postfix(loss=f"{self.smoothed:.4g}", img_s=f"{speed:.0f}")
                 clock, images = time.perf_counter(), 0
-            if (save or done) and ctx.is_main:
+            if save or done:
                 self.save()
             if cfg.sample_every and self.step % cfg.sample_every == 0 and ctx.is_main:
                 self.sample_grid(self.run.sample_grid(self.step))
@@ -279,14 +293,14 @@ class Trainer:
                 "lr": self.scheduler.get_last_lr()[0], "grad_norm": sum(norms) / len(norms),
                 "images_per_s": images_per_s}
 
-    def sample_grid(self, path: Path, n: int = GRID_SAMPLES) -> None:
-        """A grid from the EMA weights with the recipe's [sample] settings."""
+    def sample_grid(self, path: Path) -> None:
+        """A grid of [sample] n images from the EMA weights with the [sample] settings."""
         cfg = self.recipe.sample
         model = self.ema.module if cfg.use_ema else self.model
-        images, _ = generate(self.pipeline, model.eval(), n, seed=cfg.seed,
+        images, _ = generate(self.pipeline, model.eval(), cfg.n, seed=cfg.seed,
                              batch_size=cfg.batch_size, guidance_scale=cfg.guidance_scale,
                              label=cfg.label)
-        save_grid(images, path, nrow=grid_columns(self.pipeline, n))
+        save_grid(images, path, nrow=grid_columns(self.pipeline, cfg.n))
         self.model.train()
 
 

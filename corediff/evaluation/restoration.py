@@ -80,7 +80,8 @@ def restoration_metrics(
     pipeline: Pipeline, model: DenoiseFn, x0: Tensor, *, seed: int = 0
 ) -> dict[str, object]:
     """Degrade real images x0 [B, C, H, W] to the prior's start step, restore them with the
-    pipeline's sampler, and score the degraded input, direct reconstruction and sample."""
+    pipeline's sampler, and score the degraded input, direct reconstruction and sample
+    (the last two clamped to the data range, as images would be saved)."""
     generator = torch.Generator(x0.device).manual_seed(seed)
     start = pipeline.prior.start_step()
     t = torch.full((x0.shape[0],), start, dtype=torch.long, device=x0.device)
@@ -90,6 +91,6 @@ def restoration_metrics(
     return {
         "start_step": start,
         "degraded": image_metrics(degraded, x0),
-        "direct": image_metrics(result.direct, x0),
-        "sampled": image_metrics(result.sample, x0),
+        "direct": image_metrics(result.direct.clamp(-1, 1), x0),
+        "sampled": image_metrics(result.sample.clamp(-1, 1), x0),
     }
