@@ -97,9 +97,14 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Return a copy of ``data`` with ``a.b.c=value`` overrides applied (TOML values;
-    anything that does not parse as TOML is taken as a string)."""
+    anything that does not parse as TOML is taken as a string).
+
+    Changing a component's ``type`` (``diffusion.sampler.type=ddpm``) starts its table
+    afresh, since the old plugin's keys mean nothing to the new one; type overrides are
+    applied first, so ``--set diffusion.sampler.steps=20`` may come in any order.
+    """
     data = _deep_copy(data)
-    for override in overrides:
+    for override in sorted(overrides, key=lambda o: not o.partition("=")[0].endswith(".type")):
         key, sep, raw = override.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(parts):
@@ -116,6 +121,9 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             if not isinstance(table, dict):
                 prefix = ".".join(parts[: depth + 1])
                 raise ConfigError(f"--set '{override}': '{prefix}' is a value, not a table")
+        if parts[-1] == "type" and tuple(parts[:-1]) in COMPONENT_TABLES:
+            if table.get("type") != value:
+                table.clear()
         table[parts[-1]] = value
     return data
 

@@ -99,6 +99,8 @@ def test_sample_refuses_an_incompatible_override(svd_run, capsys):
     code = main(["sample", str(svd_run), "--set", "diffusion.sampler.type='ddim'"])
     assert code == 2
     assert "gaussian" in capsys.readouterr().err
+    assert main(["sample", str(svd_run), "--set", "sample.label=3"]) == 2
+    assert "the data has no classes" in capsys.readouterr().err
 
 
 def test_bad_dataset_path_is_named(tmp_path, capsys):
@@ -180,3 +182,22 @@ def test_degrade_writes_a_strip_and_the_svd_table(image_folder, tmp_path, capsys
     table = capsys.readouterr().out.splitlines()
     ranks = [int(line.split()[0]) for line in table if line.strip()[:1].isdigit()]
     assert ranks == list(range(17))  # k = 0..16 for a 16×16 image
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_and_accumulation_train(image_folder, tmp_path, precision):
+    run_dir = tmp_path / "r"
+    code = main(["train", str(RECIPES / "svd_afhq.toml"), "--run-dir", str(run_dir),
+                 *sets([f"data.root='{image_folder}'", *TINY_SVD, "train.steps=4",
+                        "train.grad_accum=2", f"train.precision='{precision}'"])])
+    assert code == 0
+    rows = read_metrics(run_dir / "metrics.csv")
+    assert rows and all(math.isfinite(float(r["loss"])) for r in rows)
+    scaler = checkpoint.load_state(run_dir / "checkpoints" / "last")["scaler"]
+    assert ("scale" in scaler) == (precision == "fp16")  # the GradScaler only runs for fp16
+
+
+def test_training_into_a_trained_run_needs_resume(svd_run, capsys):
+    code = main(["train", str(svd_run / "recipe.toml"), "--run-dir", str(svd_run)])
+    assert code == 2
+    assert "already holds a checkpoint; continue it with --resume" in capsys.readouterr().err

@@ -105,3 +105,16 @@ def test_guidance_combines_conditional_and_null_outputs():
         model(x, t, y) - model(x, t, torch.full_like(y, 10)))
     torch.testing.assert_close(guided(model, y, scale, null_label=10)(x, t), expected)
     torch.testing.assert_close(guided(model, y, 1.0, null_label=10)(x, t), model(x, t, y))
+
+
+def test_sampler_type_override_keeps_only_keys_the_new_sampler_has():
+    from corediff.engine.commands import retyped
+
+    stored = {"diffusion": {"sampler": {"type": "ddim", "steps": 50, "eta": 0.0,
+                                        "clip_x0": True, "spacing": "trailing"},
+                            "prior": {"type": "normal", "scale": 1.0}}}
+    new = retyped(stored, ["diffusion.sampler.type='ddpm'", "diffusion.prior.scale=0.8"])
+    assert new["diffusion"]["sampler"] == {"type": "ddpm", "steps": 50, "clip_x0": True,
+                                           "spacing": "trailing"}
+    assert new["diffusion"]["prior"] == {"type": "normal", "scale": 0.8}
+    assert stored["diffusion"]["sampler"]["eta"] == 0.0  # the input is not modified

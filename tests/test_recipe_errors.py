@@ -193,3 +193,15 @@ def test_traceback_flag_shows_the_traceback(tmp_path: Path, capsys) -> None:
     path.write_text("[data\n")
     assert main(["--traceback", "recipe", "validate", str(path)]) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_overriding_a_component_type_starts_its_table_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(BASE.replace("steps = 10\n\n[diffusion.prior]",
+                                 "steps = 10\neta = 0.5\n\n[diffusion.prior]"))
+    recipe = corediff.load_recipe(
+        path, ["diffusion.sampler.steps=20", "diffusion.sampler.type=ddpm"]
+    )
+    assert recipe.diffusion.sampler.type == "ddpm" and recipe.diffusion.sampler.steps == 20
+    same = corediff.load_recipe(path, ["diffusion.sampler.type=ddim"])
+    assert same.diffusion.sampler.eta == 0.5  # same type: the table is kept

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torchvision.utils import save_image
 
 from corediff.build import Pipeline
+from corediff.errors import ConfigError
 from corediff.interfaces import DenoiseFn, TrajectoryStep
 
 #: Columns of a trajectory strip (steps shown) and rows (samples shown).
@@ -42,6 +43,9 @@ def class_labels(
 ) -> Tensor | None:
     """Labels of the n samples: ``label`` for all, or the classes in turn (0, 1, ..., 0, 1...)."""
     num_classes = pipeline.data_spec.num_classes
+    if label is not None and not 0 <= label < (num_classes or 0):
+        classes = f"0..{num_classes - 1}" if num_classes else "none: the data has no classes"
+        raise ConfigError(f"[sample] label = {label} is not a class of the data ({classes})")
     if num_classes is None:
         return None
     if label is not None:

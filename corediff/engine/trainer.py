@@ -252,9 +252,11 @@ class Trainer:
                 continue
             self.check(window)
             window = []
-            if row and self.pending and metrics is not None:
+            if (row or done) and self.pending:
                 speed = images / (time.perf_counter() - clock)
-                metrics.write(self.row(speed))
+                values = self.row(speed)
+                if metrics is not None:
+                    metrics.write(values)
                 bar.set_postfix(loss=f"{self.smoothed:.4g}", img_s=f"{speed:.0f}")
                 clock, images = time.perf_counter(), 0
             if save or done:
