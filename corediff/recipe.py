@@ -9,12 +9,12 @@ at once, each naming the file, the table and key (``[diffusion.sampler] steps``)
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
 from pydantic import BaseModel, Field, SerializeAsAny, ValidationError
 
 from corediff.config import ComponentConfig, StrictModel
@@ -99,9 +99,9 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     """Return a copy of ``data`` with ``a.b.c=value`` overrides applied (TOML values;
     anything that does not parse as TOML is taken as a string).
 
-    Changing a component's ``type`` (``diffusion.sampler.type=ddpm``) starts its table
-    afresh, since the old plugin's keys mean nothing to the new one; type overrides are
-    applied first, so ``--set diffusion.sampler.steps=20`` may come in any order.
+    Changing a component's ``type`` (``diffusion.sampler.type=ddpm``) keeps only the keys
+    the new plugin's Config also has (``steps``, ``clip_x0``), not the old plugin's own; type
+    overrides are applied first, so ``--set diffusion.sampler.steps=20`` may come in any order.
     """
     data = _deep_copy(data)
     for override in sorted(overrides, key=lambda o: not o.partition("=")[0].endswith(".type")):
@@ -122,10 +122,21 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
                 prefix = ".".join(parts[: depth + 1])
                 raise ConfigError(f"--set '{override}': '{prefix}' is a value, not a table")
         if parts[-1] == "type" and tuple(parts[:-1]) in COMPONENT_TABLES:
-            if table.get("type") != value:
-                table.clear()
+            _retype(table, COMPONENT_TABLES[tuple(parts[:-1])], value)
         table[parts[-1]] = value
     return data
+
+
+def _retype(table: dict[str, Any], kind: str, new_type: Any) -> None:
+    """Drop the keys of a component table that its new plugin does not know."""
+    if table.get("type") == new_type:
+        return
+    try:
+        fields = registry(kind).get(str(new_type)).Config.model_fields
+    except PluginError:
+        fields = {}  # the unknown name is reported when the recipe is validated
+    for key in [key for key in table if key not in fields]:
+        del table[key]
 
 
 def parse_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from sklearn.datasets import load_digits, load_sample_images
+
+from corediff.errors import CorediffError
 from corediff_plugins.datasets.digits import DigitsConfig, DigitsDataset
 from corediff_plugins.datasets.image_folder import ImageFolderConfig, ImageFolderDataset
 from corediff_plugins.datasets.sample_patches import (
@@ -12,10 +16,6 @@ from corediff_plugins.datasets.sample_patches import (
     SamplePatchesDataset,
     write_sample_folder,
 )
-from PIL import Image
-from sklearn.datasets import load_digits, load_sample_images
-
-from corediff.errors import CorediffError
 
 
 def stack(dataset) -> tuple[torch.Tensor, list[int]]:

@@ -108,12 +108,12 @@ def test_guidance_combines_conditional_and_null_outputs():
 
 
 def test_sampler_type_override_keeps_only_keys_the_new_sampler_has():
-    from corediff.engine.commands import retyped
+    from corediff.recipe import apply_overrides
 
     stored = {"diffusion": {"sampler": {"type": "ddim", "steps": 50, "eta": 0.0,
                                         "clip_x0": True, "spacing": "trailing"},
                             "prior": {"type": "normal", "scale": 1.0}}}
-    new = retyped(stored, ["diffusion.sampler.type='ddpm'", "diffusion.prior.scale=0.8"])
+    new = apply_overrides(stored, ["diffusion.sampler.type='ddpm'", "diffusion.prior.scale=0.8"])
     assert new["diffusion"]["sampler"] == {"type": "ddpm", "steps": 50, "clip_x0": True,
                                            "spacing": "trailing"}
     assert new["diffusion"]["prior"] == {"type": "normal", "scale": 0.8}

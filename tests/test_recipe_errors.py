@@ -195,7 +195,7 @@ def test_traceback_flag_shows_the_traceback(tmp_path: Path, capsys) -> None:
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_overriding_a_component_type_starts_its_table_afresh(tmp_path: Path) -> None:
+def test_overriding_a_component_type_keeps_only_keys_the_new_plugin_has(tmp_path: Path) -> None:
     path = tmp_path / "ok.toml"
     path.write_text(BASE.replace("steps = 10\n\n[diffusion.prior]",
                                  "steps = 10\neta = 0.5\n\n[diffusion.prior]"))

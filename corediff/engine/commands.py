@@ -12,10 +12,9 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-from pathlib import Path
-from typing import Any
-
 import tomllib
+from pathlib import Path
+
 import torch
 
 from corediff.build import DataSpec, Pipeline, build
@@ -30,7 +29,7 @@ from corediff.engine.sampling import (
 )
 from corediff.engine.trainer import run_training
 from corediff.errors import ConfigError
-from corediff.recipe import COMPONENT_TABLES, Recipe, apply_overrides, load_recipe, parse_recipe
+from corediff.recipe import Recipe, apply_overrides, load_recipe, parse_recipe
 from corediff.registry import registry
 
 
@@ -63,7 +62,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 # -- sample -------------------------------------------------------------------------------------
-def _checkpoint_dir(source: Path, which: str) -> Path:
+def checkpoint_dir(source: Path, which: str) -> Path:
     """A checkpoint directory itself, or a run directory's ``checkpoints/<which>``."""
     for candidate in (source, RunDir(source).checkpoint(which)):
         found = checkpoint.find(candidate)
@@ -75,28 +74,11 @@ def _checkpoint_dir(source: Path, which: str) -> Path:
     )
 
 
-def retyped(stored: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``stored`` with ``overrides`` applied; a component whose ``type`` an override changes
-    keeps only the stored keys its new Config has (steps, clip_x0 ...), not the old plugin's."""
-    updated = apply_overrides(stored, overrides)
-    stored = apply_overrides(stored, [])  # a copy
-    for (*parents, name), kind in COMPONENT_TABLES.items():
-        old_parent, new_parent = stored, updated
-        for part in parents:
-            old_parent, new_parent = old_parent.get(part, {}), new_parent.get(part, {})
-        old, new = old_parent.get(name), new_parent.get(name)
-        if isinstance(old, dict) and isinstance(new, dict) and isinstance(new.get("type"), str) \
-                and old.get("type") != new["type"]:
-            fields = registry(kind).get(new["type"]).Config.model_fields
-            old_parent[name] = {key: value for key, value in old.items() if key in fields}
-    return apply_overrides(stored, overrides)
-
-
 def load_pipeline(path: Path, overrides: list[str]) -> Pipeline:
     """Rebuild a checkpoint's pipeline from its stored recipe (with ``overrides`` applied)
     and DataSpec, restoring the fitted state of components whose type is unchanged."""
     stored = tomllib.loads((path / "recipe.toml").read_text(encoding="utf-8"))
-    recipe = parse_recipe(retyped(stored, overrides), source=str(path / "recipe.toml"))
+    recipe = parse_recipe(apply_overrides(stored, overrides), source=str(path / "recipe.toml"))
     state = checkpoint.load_state(path)
     pipeline = build(recipe, data_spec=DataSpec(**state["data_spec"]))
     stored_types = {k: v.get("type") for k, v in stored["diffusion"].items()}
@@ -108,7 +90,7 @@ def load_pipeline(path: Path, overrides: list[str]) -> Pipeline:
 
 def sample_command(args: argparse.Namespace) -> int:
     source = Path(args.source).expanduser()
-    path = _checkpoint_dir(source, args.checkpoint)
+    path = checkpoint_dir(source, args.checkpoint)
     pipeline = load_pipeline(path, args.overrides)
     cfg = pipeline.recipe.sample
     n = args.n if args.n is not None else cfg.n
@@ -160,6 +142,7 @@ def degrade_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--image '{image_path}' cannot be read as an image: {exc}") from None
     diffusion = recipe.diffusion
     schedule = registry("schedule").get(diffusion.schedule.type)(diffusion.schedule)
+    schedule.fit(x0.unsqueeze(0))  # a data-calibrated schedule calibrates on this image
     degradation = registry("degradation").get(diffusion.degradation.type)(
         diffusion.degradation, schedule=schedule
     )

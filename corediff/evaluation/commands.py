@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 
 from corediff.build import Pipeline
 from corediff.engine import checkpoint
-from corediff.engine.commands import _checkpoint_dir, load_pipeline
+from corediff.engine.commands import checkpoint_dir, load_pipeline
 from corediff.engine.distributed import resolve_device
 from corediff.engine.sampling import class_labels, generate, guided
 from corediff.errors import ConfigError, CorediffError
@@ -94,7 +94,8 @@ def evaluate_checkpoint(
     path: Path, overrides: list[str], *, n: int, seed: int
 ) -> tuple[Pipeline, dict[str, Any]]:
     """Rebuild a checkpoint with ``overrides``, load its (EMA) weights and evaluate it."""
-    pipeline, state = load_pipeline(path, overrides)
+    pipeline = load_pipeline(path, overrides)
+    state = checkpoint.load_state(path)
     model = pipeline.model
     checkpoint.load_weights(model, path, "ema" if pipeline.recipe.sample.use_ema else "model")
     model.to(resolve_device(pipeline.recipe.run.device)).eval()
@@ -110,7 +111,7 @@ def evaluate_checkpoint(
 def eval_command(args: argparse.Namespace) -> int:
     if args.n < 2:
         raise ConfigError(f"--n must be at least 2 for distribution metrics (got {args.n})")
-    path = _checkpoint_dir(Path(args.source).expanduser(), args.checkpoint)
+    path = checkpoint_dir(Path(args.source).expanduser(), args.checkpoint)
     _, report = evaluate_checkpoint(path, args.overrides, n=args.n, seed=args.seed)
     run_root = path.parent.parent if path.parent.name == "checkpoints" else path
     out = Path(args.out) if args.out else run_root / "eval.json"
