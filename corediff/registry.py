@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Literal, get_args, get_origin
 
@@ -45,8 +45,8 @@ class PluginInfo:
     target: str
     distribution: str
     version: str
-    entry_point: metadata.EntryPoint | None = None
-    cls: type | None = None  # set for in-process registrations
+    entry_point: metadata.EntryPoint | None = field(default=None, repr=False)
+    cls: type | None = field(default=None, repr=False)  # set for in-process registrations
 
     @property
     def origin(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import Field, PositiveInt
 from sklearn.mixture import GaussianMixture
@@ -39,9 +40,12 @@ class ChannelMeanGMMPrior(Prior):
 
     def fit(self, images: Tensor) -> None:
         t = torch.full((images.shape[0],), self.degradation.steps, device=images.device)
-        means = self.degradation.degrade(images, t).mean((-2, -1)).double().cpu().numpy()
+        generator = torch.Generator(images.device).manual_seed(self.config.seed)
+        noise = self.degradation.sample_noise(images, generator)
+        means = self.degradation.degrade(images, t, noise).mean((-2, -1)).double().cpu().numpy()
+        distinct = len(np.unique(means.round(12), axis=0))  # e.g. every image degrades to 0
         gmm = GaussianMixture(
-            min(self.config.components, len(means)), covariance_type="full",
+            min(self.config.components, distinct), covariance_type="full",
             random_state=self.config.seed,
         ).fit(means)
         self.mixture = {
