@@ -42,6 +42,10 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Run ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
@@ -51,6 +55,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the user's usual mode
     try:
         write(tmp)
         _fsync(tmp)
@@ -69,6 +74,7 @@ def atomic_dir(target: Path, populate: Callable[[Path], None]) -> None:
     """Fill a fresh temporary directory with ``populate`` and swap it in as ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
     old = target.with_name(f".{target.name}.old")
     try:
         populate(tmp)
