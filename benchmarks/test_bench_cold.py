@@ -2,6 +2,8 @@
 
 * training-time SVD degradation: the notes' approach (torch.svd of the batch at every step,
   then a per-sample reconstruction loop) versus ``degrade_from_factors`` on cached factors;
+* the trainer's FactorCache (warm: canonical orientation, lookup, flips) versus an SVD of the
+  batch at every step (``degrade``);
 * one Algorithm 2 step: ``degrade_many`` (one SVD of x̂0) versus two ``degrade`` calls;
 * blur at t = T/2, T = 50: t depthwise convolutions (the reference's loop) versus one filter.
 """
@@ -13,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from corediff.engine.factor_cache import FactorCache
 from corediff_plugins.degradations.blur import BlurConfig, BlurDegradation
 from corediff_plugins.degradations.svd import SVDDegradation
 from corediff_plugins.schedules.blur_constant import BlurConstantConfig, BlurConstantSchedule
@@ -65,6 +68,25 @@ def test_svd_training_degrade(benchmark):
                    lambda: notes_svd_degrade(x0, k),
                    lambda: degradation.degrade_from_factors(factors, t), repeats=3)
     assert ratio >= 20
+
+
+def test_svd_factor_cache_warm(benchmark):
+    generator = torch.Generator().manual_seed(3)
+    images = torch.rand(SHAPE, generator=generator) * 2 - 1
+    degradation = SVDDegradation(schedule=RankLinearSchedule(RankLinearConfig(steps=64)))
+    cache = FactorCache(degradation, size=SHAPE[0])
+    index = torch.arange(SHAPE[0])
+    cache.degrade(images, index, torch.ones_like(index))  # first epoch: fills the cache
+    flip = torch.rand(SHAPE[0], generator=generator) < 0.5  # random hflip, as image_folder
+    x0 = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    t = torch.randint(1, 65, (SHAPE[0],), generator=generator)
+    # float32 rank truncation of 64×64 noise is good to ~1e-4 (degrade's own error too)
+    torch.testing.assert_close(cache.degrade(x0, index, t),
+                               degradation.degrade(x0.double(), t).float(), atol=2e-4, rtol=0)
+    ratio = record(benchmark, "svd_factor_cache_speedup",
+                   lambda: degradation.degrade(x0, t),
+                   lambda: cache.degrade(x0, index, t), repeats=3)
+    assert ratio >= 5
 
 
 def test_algorithm2_step_one_decomposition(benchmark):

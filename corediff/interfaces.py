@@ -81,7 +81,15 @@ class Schedule(Component):
 
 
 class Degradation(Component):
-    """The forward process D(x0, t); t = 0 returns x0 unchanged."""
+    """The forward process D(x0, t); t = 0 returns x0 unchanged.
+
+    Optional factor protocol (duck typed, e.g. ``svd``): a degradation whose cost is a
+    per-image decomposition may define ``decompose(x0) -> factors`` (a tensor or a (named)
+    tuple of tensors, batch first), ``flip_factors(factors)`` (the factors of
+    ``x0.flip(-1)``) and ``degrade_from_factors(factors, t, noise=None)`` (equal to
+    ``degrade(x0, t, noise)`` for t ≥ 1); training then decomposes each dataset image once
+    and reuses its factors (``corediff.engine.factor_cache``).
+    """
 
     kind = "degradation"
 

@@ -5,7 +5,9 @@ loss = mean_b λ(t_b) · parameterization.loss(model(x_t, t, y), x0, x_t, t, noi
 AdamW with linear warm-up then cosine decay, EMA of the weights (timm's ModelEmaV3),
 gradient clipping and accumulation, autocast (bf16 or fp16 with a GradScaler), DDP under
 torchrun. The host reads losses only every ``log_every``/``checkpoint_every`` steps; a
-non-finite loss then stops the run before any checkpoint can store it.
+non-finite loss then stops the run before any checkpoint can store it. A degradation with
+the factor protocol (``svd``) decomposes each training image once: the batches carry their
+dataset indices and a :class:`~corediff.engine.factor_cache.FactorCache` serves D(x0, t).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from corediff import __version__
 from corediff.build import Pipeline, build
 from corediff.engine import checkpoint
 from corediff.engine.distributed import Context, barrier, gather, mean_across
+from corediff.engine.factor_cache import FactorCache
 from corediff.engine.rundir import MetricsLog, RunDir
 from corediff.engine.sampling import generate, grid_columns, save_grid
 from corediff.errors import TrainingError
@@ -56,6 +59,23 @@ class _ResumableSampler(DistributedSampler):
         indices = list(super().__iter__())[self.skip:]
         self.skip = 0
         return iter(indices)
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """A dataset's items with their index: (index, image, label)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, Tensor, int]:
+        image, label = self.dataset[index]
+        return index, image, label
+
+
+Batch = tuple[Tensor, Tensor, Tensor | None]  # (dataset indices, x0, y)
 
 
 class Trainer:
@@ -97,8 +117,11 @@ class Trainer:
             dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed
         )
         self.loader_generator = torch.Generator()
+        degradation = self.pipeline.degradation
+        self.factor_cache = (FactorCache(degradation, len(dataset))
+                             if FactorCache.supports(degradation) else None)
         self.loader = DataLoader(
-            dataset, batch_size=cfg.batch_size, sampler=self.sampler,
+            _Indexed(dataset), batch_size=cfg.batch_size, sampler=self.sampler,
             num_workers=cfg.num_workers, generator=self.loader_generator,
             drop_last=len(self.sampler) >= cfg.batch_size, pin_memory=device.type == "cuda",
         )
@@ -177,9 +200,9 @@ class Trainer:
             checkpoint.copy(last, self.run.checkpoint("best"))
 
     # -- training ------------------------------------------------------------------------------
-    def batches(self) -> Iterator[tuple[Tensor, Tensor | None]]:
-        """Endless (x0, y) on the device; epoch e's order is fixed by (seed, e), so a resumed
-        run sees the same batches as an uninterrupted one."""
+    def batches(self) -> Iterator[Batch]:
+        """Endless (dataset indices, x0, y), x0 and y on the device; epoch e's order is fixed
+        by (seed, e), so a resumed run sees the same batches as an uninterrupted one."""
         cfg, device = self.recipe.train, self.context.device
         epoch, skip = divmod(self.step * cfg.grad_accum, len(self.loader))
         conditional = self.pipeline.data_spec.num_classes is not None
@@ -187,19 +210,22 @@ class Trainer:
             self.sampler.set_epoch(epoch)
             self.sampler.skip = skip * cfg.batch_size
             self.loader_generator.manual_seed(self.recipe.run.seed * 100_003 + epoch)
-            for x0, y in self.loader:
+            for index, x0, y in self.loader:
                 x0 = x0.to(device, non_blocking=True)
                 if device.type == "cuda":
                     x0 = x0.contiguous(memory_format=torch.channels_last)
-                yield x0, y.to(device, non_blocking=True) if conditional else None
+                yield index, x0, y.to(device, non_blocking=True) if conditional else None
             epoch, skip = epoch + 1, 0
 
-    def loss(self, x0: Tensor, y: Tensor | None) -> Tensor:
+    def loss(self, x0: Tensor, y: Tensor | None, index: Tensor | None = None) -> Tensor:
         p, cfg, g = self.pipeline, self.recipe.train, self.generator
         t = torch.randint(1, p.degradation.steps + 1, (x0.shape[0],), generator=g,
                           device=x0.device)
         noise = p.degradation.sample_noise(x0, generator=g)
-        x_t = p.degradation.degrade(x0, t, noise)
+        if self.factor_cache is not None and index is not None:
+            x_t = self.factor_cache.degrade(x0, index, t, noise)
+        else:
+            x_t = p.degradation.degrade(x0, t, noise)
         if y is not None and cfg.label_dropout > 0:
             drop = torch.rand(y.shape, generator=g, device=y.device) < cfg.label_dropout
             y = torch.where(drop, p.data_spec.num_classes, y)
@@ -211,14 +237,14 @@ class Trainer:
         )
         return (p.loss_weighting.weight(t).to(per_sample) * per_sample).mean()
 
-    def train_step(self, data: Iterator[tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor]:
+    def train_step(self, data: Iterator[Batch]) -> tuple[Tensor, Tensor]:
         cfg = self.recipe.train
         total = torch.zeros((), device=self.context.device)
         for micro in range(cfg.grad_accum):
-            x0, y = next(data)
+            index, x0, y = next(data)
             syncing = micro == cfg.grad_accum - 1 or not self.context.distributed
             with contextlib.nullcontext() if syncing else self.net.no_sync():
-                loss = self.loss(x0, y)
+                loss = self.loss(x0, y, index)
                 self.scaler.scale(loss / cfg.grad_accum).backward()
             total += loss.detach() / cfg.grad_accum
         self.scaler.unscale_(self.optimizer)
