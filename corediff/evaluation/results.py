@@ -63,13 +63,15 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 #: Table rows: (label, trained model, sampler table).
 ROWS: list[tuple[str, str, dict[str, Any]]] = [
-    ("DDPM, ε-prediction", "eps", {"type": "ddpm", "steps": 100}),
-    ("DDPM, x0-prediction", "x0", {"type": "ddpm", "steps": 100}),
-    ("DDPM, v-prediction", "v", {"type": "ddpm", "steps": 100}),
-    ("DDIM 50 steps, ε", "eps", {"type": "ddim", "steps": 50}),
-    ("DDIM 10 steps, ε", "eps", {"type": "ddim", "steps": 10}),
-    ("one step, ε", "eps", {"type": "one_step"}),
-    ("one step, x0", "x0", {"type": "one_step"}),
+    ("DDPM, ε-prediction", "eps", {"type": "ddpm", "steps": 100, "clip_x0": True}),
+    ("DDPM, x0-prediction", "x0", {"type": "ddpm", "steps": 100, "clip_x0": True}),
+    ("DDPM, v-prediction", "v", {"type": "ddpm", "steps": 100, "clip_x0": True}),
+    ("DDIM 50 steps, ε", "eps", {"type": "ddim", "steps": 50, "clip_x0": True}),
+    ("DDIM 10 steps, ε", "eps", {"type": "ddim", "steps": 10, "clip_x0": True}),
+    ("DDIM 50 steps, v", "v", {"type": "ddim", "steps": 50, "clip_x0": True}),
+    ("DDIM 10 steps, v", "v", {"type": "ddim", "steps": 10, "clip_x0": True}),
+    ("one step, ε", "eps", {"type": "one_step", "clip_x0": True}),
+    ("one step, x0", "x0", {"type": "one_step", "clip_x0": True}),
     ("cold blur, naive (Alg. 1)", "blur", {"type": "cold_naive"}),
     ("cold blur, improved (Alg. 2)", "blur", {"type": "cold_improved"}),
     ("cold SVD, naive (Alg. 1)", "svd", {"type": "cold_naive"}),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from corediff.config import ComponentConfig
@@ -15,6 +16,7 @@ from corediff.interfaces import DenoiseFn, Sampler, SampleResult, TrajectoryStep
 
 class OneStepSamplerConfig(ComponentConfig):
     type: Literal["one_step"] = "one_step"
+    clip_x0: bool = Field(False, description="Clamp x̂0 to [-1, 1].")
 
 
 class OneStepSampler(Sampler):
@@ -38,5 +40,7 @@ class OneStepSampler(Sampler):
         step = self.timesteps(start)[0]
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
         x0 = self.parameterization.predict(model(x, t), x, t).x0
+        if self.config.clip_x0:
+            x0 = x0.clamp(-1, 1)
         path = [TrajectoryStep(step, x, x0)] if trajectory else []
         return SampleResult(sample=x0, direct=x0, trajectory=path)
