@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--individual", action="store_true", help="one PNG per sample")
     sample.add_argument("--trajectory", action="store_true",
                         help="also write a strip of x_t and x̂0 along the sampling steps")
+    sample.add_argument("--restore", metavar="IMAGE_OR_DIR",
+                        help="conditional restoration: degrade these real images (up to --n) "
+                        "and sample back; writes rows of original, degraded, direct x̂0, sampled")
+    sample.add_argument("--restore-step", type=int, metavar="T",
+                        help="step to degrade to for --restore (default: the prior's start step)")
     sample.set_defaults(func=_handler("corediff.engine.commands:sample_command"))
 
     degrade = commands.add_parser(

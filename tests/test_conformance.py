@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from corediff.build import DataSpec
+from corediff.builder import DataSpec
 from corediff.config import ComponentConfig
 from corediff.recipe import check_compatibility
 from corediff.registry import registry

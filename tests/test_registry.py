@@ -171,3 +171,12 @@ def test_building_a_recipe_imports_only_the_plugins_it_names():
     named = {data["data"]["type"], data["model"]["type"]}
     named |= {table["type"] for table in data["diffusion"].values()}
     assert imported == named
+
+
+def test_public_functions_are_not_shadowed_by_submodules():
+    import importlib
+
+    for module in ("corediff.builder", "corediff.recipe", "corediff.registry"):
+        importlib.import_module(module)
+    assert callable(corediff.build) and callable(corediff.create)
+    assert callable(corediff.load_recipe) and callable(corediff.list_plugins)

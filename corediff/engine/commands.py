@@ -17,12 +17,13 @@ from pathlib import Path
 
 import torch
 
-from corediff.build import DataSpec, Pipeline, build
+from corediff.builder import DataSpec, Pipeline, build
 from corediff.engine import checkpoint, distributed
 from corediff.engine.rundir import RunDir
 from corediff.engine.sampling import (
     generate,
     grid_columns,
+    restore,
     save_grid,
     save_individual,
     save_trajectory,
@@ -100,10 +101,12 @@ def sample_command(args: argparse.Namespace) -> int:
     model = pipeline.model
     checkpoint.load_weights(model, path, "ema" if cfg.use_ema else "model")
     model.to(distributed.resolve_device(pipeline.recipe.run.device)).eval()
+    run_root = path.parent.parent if path.parent.name == "checkpoints" else path
+    if args.restore:
+        return _restore(pipeline, model, args, run_root, n=n, seed=seed)
     images, steps = generate(pipeline, model, n, seed=seed, batch_size=cfg.batch_size,
                              guidance_scale=cfg.guidance_scale, label=cfg.label,
                              trajectory=args.trajectory)
-    run_root = path.parent.parent if path.parent.name == "checkpoints" else path
     stem = f"{pipeline.recipe.diffusion.sampler.type}_seed{seed}"
     out = Path(args.out) if args.out else run_root / "generated" / (
         stem if args.individual else f"{stem}.png")
@@ -119,10 +122,59 @@ def sample_command(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- degrade ------------------------------------------------------------------------------------
-def degrade_command(args: argparse.Namespace) -> int:
+def _restore(pipeline: Pipeline, model: torch.nn.Module, args: argparse.Namespace,
+             run_root: Path, *, n: int, seed: int) -> int:
+    """Conditional restoration: degrade real images to a step, then run the sampler back."""
+    x0 = load_images(Path(args.restore).expanduser(), pipeline.data_spec, n, flag="--restore")
+    start = args.restore_step if args.restore_step is not None else pipeline.prior.start_step()
+    if not 1 <= start <= pipeline.degradation.steps:
+        raise ConfigError(
+            f"--restore-step must be in 1..{pipeline.degradation.steps} (got {start})"
+        )
+    device = next(model.parameters()).device
+    restored = restore(pipeline, model, x0.to(device), start=start, seed=seed)
+    rows = torch.stack([x0, *(image.cpu() for image in restored)], 1).flatten(0, 1)
+    out = Path(args.out) if args.out else run_root / "generated" / (
+        f"restored_{pipeline.recipe.diffusion.sampler.type}_t{start}.png")
+    save_grid(rows, out, nrow=4)
+    print(f"restoration (columns: original, D(x0, {start}), direct x̂0, sampled): {out}")
+    return 0
+
+
+# -- images from files --------------------------------------------------------------------------
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def load_image(path: Path, size: int | None, channels: int, *, flag: str) -> torch.Tensor:
+    """An image file as [C, H, W] in [-1, 1], resized to size×size when size is given."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            if size is not None:
+                image = image.resize((size, size), Image.Resampling.BICUBIC)
+            pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+            return pixels.view(image.height, image.width, -1).permute(2, 0, 1).float() / 127.5 - 1
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ConfigError(f"{flag} '{path}' cannot be read as an image: {exc}") from None
+
+
+def load_images(path: Path, spec: DataSpec, limit: int, *, flag: str) -> torch.Tensor:
+    """One image file, or up to ``limit`` images of a folder (sorted), as [B, C, H, W]."""
+    if path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+        if not files:
+            raise ConfigError(f"{flag} '{path}' contains no images ({', '.join(IMAGE_SUFFIXES)})")
+    elif path.exists():
+        files = [path]
+    else:
+        raise ConfigError(f"{flag} '{path}' does not exist")
+    return torch.stack([load_image(f, spec.image_size, spec.channels, flag=flag) for f in files])
+
+
+# -- degrade ------------------------------------------------------------------------------------
+def degrade_command(args: argparse.Namespace) -> int:
     from corediff.degrade_preview import save_strip, svd_error_table
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -131,15 +183,7 @@ def degrade_command(args: argparse.Namespace) -> int:
     size = getattr(recipe.data, "image_size", None)
     channels = getattr(recipe.data, "channels", 3)
     image_path = Path(args.image).expanduser()
-    try:
-        with Image.open(image_path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            if size is not None:
-                image = image.resize((size, size), Image.Resampling.BICUBIC)
-            pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-            x0 = pixels.view(image.height, image.width, -1).permute(2, 0, 1).float() / 127.5 - 1
-    except (OSError, UnidentifiedImageError) as exc:
-        raise ConfigError(f"--image '{image_path}' cannot be read as an image: {exc}") from None
+    x0 = load_image(image_path, size, channels, flag="--image")
     diffusion = recipe.diffusion
     schedule = registry("schedule").get(diffusion.schedule.type)(diffusion.schedule)
     schedule.fit(x0.unsqueeze(0))  # a data-calibrated schedule calibrates on this image

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.utils import save_image
 
-from corediff.build import Pipeline
+from corediff.builder import Pipeline
 from corediff.errors import ConfigError
 from corediff.interfaces import DenoiseFn, TrajectoryStep
 
@@ -79,6 +79,22 @@ def generate(
         samples.append(result.sample.float().cpu())
         steps = steps or result.trajectory
     return torch.cat(samples), steps
+
+
+@torch.no_grad()
+def restore(
+    pipeline: Pipeline, model: nn.Module | DenoiseFn, x0: Tensor, *, start: int, seed: int = 0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Conditional restoration (Cold Diffusion's setting): degrade real images x0 to step
+    ``start`` and run the sampler back from there. Returns (degraded, direct x̂0, sample);
+    the network is called unconditionally."""
+    generator = torch.Generator(x0.device).manual_seed(seed)
+    t = torch.full((x0.shape[0],), start, dtype=torch.long, device=x0.device)
+    noise = pipeline.degradation.sample_noise(x0, generator=generator)
+    degraded = pipeline.degradation.degrade(x0, t, noise)
+    fn = model if not isinstance(model, nn.Module) else guided(model, None, 1.0, 0)
+    result = pipeline.sampler.sample(fn, degraded, start=start, generator=generator)
+    return degraded, result.direct, result.sample
 
 
 def grid_columns(pipeline: Pipeline, n: int) -> int:

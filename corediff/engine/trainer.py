@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from corediff import __version__
-from corediff.build import Pipeline, build
+from corediff.builder import Pipeline, build
 from corediff.engine import checkpoint
 from corediff.engine.distributed import Context, barrier, gather, mean_across
 from corediff.engine.factor_cache import FactorCache

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from corediff.build import Pipeline
+from corediff.builder import Pipeline
 from corediff.engine import checkpoint
 from corediff.engine.commands import checkpoint_dir, load_pipeline
 from corediff.engine.distributed import resolve_device

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from corediff.build import Pipeline
+from corediff.builder import Pipeline
+from corediff.engine.sampling import restore
 from corediff.interfaces import DenoiseFn
 
 DATA_RANGE = 2.0
@@ -82,15 +83,11 @@ def restoration_metrics(
     """Degrade real images x0 [B, C, H, W] to the prior's start step, restore them with the
     pipeline's sampler, and score the degraded input, direct reconstruction and sample
     (the last two clamped to the data range, as images would be saved)."""
-    generator = torch.Generator(x0.device).manual_seed(seed)
     start = pipeline.prior.start_step()
-    t = torch.full((x0.shape[0],), start, dtype=torch.long, device=x0.device)
-    noise = pipeline.degradation.sample_noise(x0, generator=generator)
-    degraded = pipeline.degradation.degrade(x0, t, noise)
-    result = pipeline.sampler.sample(model, degraded, start=start, generator=generator)
+    degraded, direct, sample = restore(pipeline, model, x0, start=start, seed=seed)
     return {
         "start_step": start,
         "degraded": image_metrics(degraded, x0),
-        "direct": image_metrics(result.direct.clamp(-1, 1), x0),
-        "sampled": image_metrics(result.sample.clamp(-1, 1), x0),
+        "direct": image_metrics(direct.clamp(-1, 1), x0),
+        "sampled": image_metrics(sample.clamp(-1, 1), x0),
     }
