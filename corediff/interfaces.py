@@ -9,7 +9,8 @@ turns a network output into x̂0, the sampler walks t from T down to 0.
 
 Compatibility is declared, not special-cased: each component class lists the capabilities
 it ``provides`` and those it ``requires`` of the other components, by kind; the recipe
-loader refuses a combination whose requirements are not met (see ``corediff.recipe.check_compatibility``).
+loader refuses a combination whose requirements are not met
+(``corediff.recipe.check_compatibility``).
 
 Every component is usable alone: ``Cls(Cls.Config(...), ...)``.
 """
