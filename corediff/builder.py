@@ -100,22 +100,22 @@ def build(recipe: Recipe, *, data_spec: DataSpec | None = None) -> Pipeline:
     diffusion = recipe.diffusion
     dataset = None
     if data_spec is None:
-        dataset = _instantiate("dataset", recipe.data)
+        dataset = instantiate("dataset", recipe.data)
         data_spec = DataSpec(dataset.channels, dataset.image_size, dataset.num_classes)
-    schedule = _instantiate("schedule", diffusion.schedule)
-    degradation = _instantiate("degradation", diffusion.degradation, schedule=schedule)
-    parameterization = _instantiate(
+    schedule = instantiate("schedule", diffusion.schedule)
+    degradation = instantiate("degradation", diffusion.degradation, schedule=schedule)
+    parameterization = instantiate(
         "parameterization", diffusion.parameterization, degradation=degradation
     )
-    loss_weighting = _instantiate(
+    loss_weighting = instantiate(
         "loss_weighting", diffusion.loss_weighting,
         degradation=degradation, parameterization=parameterization,
     )
-    sampler = _instantiate(
+    sampler = instantiate(
         "sampler", diffusion.sampler, degradation=degradation, parameterization=parameterization
     )
-    prior = _instantiate("prior", diffusion.prior, degradation=degradation)
-    model = _instantiate(
+    prior = instantiate("prior", diffusion.prior, degradation=degradation)
+    model = instantiate(
         "model", recipe.model,
         in_channels=data_spec.channels,
         out_channels=parameterization.output_channels(data_spec.channels),
@@ -128,7 +128,8 @@ def build(recipe: Recipe, *, data_spec: DataSpec | None = None) -> Pipeline:
     )
 
 
-def _instantiate(kind: str, config: Any, **deps: Any) -> Any:
+def instantiate(kind: str, config: Any, **deps: Any) -> Any:
+    """Build one component from its validated config (and its dependencies)."""
     cls = registry(kind).get(config.type)
     try:
         return cls(config, **deps)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from corediff.builder import DataSpec, Pipeline, build
+from corediff.builder import DataSpec, Pipeline, build, instantiate
 from corediff.engine import checkpoint, distributed
 from corediff.engine.rundir import RunDir
 from corediff.engine.sampling import (
@@ -31,7 +31,6 @@ from corediff.engine.sampling import (
 from corediff.engine.trainer import run_training
 from corediff.errors import ConfigError
 from corediff.recipe import Recipe, apply_overrides, load_recipe, parse_recipe
-from corediff.registry import registry
 
 
 def _run_dir(recipe: Recipe, args: argparse.Namespace) -> RunDir:
@@ -185,11 +184,9 @@ def degrade_command(args: argparse.Namespace) -> int:
     image_path = Path(args.image).expanduser()
     x0 = load_image(image_path, size, channels, flag="--image")
     diffusion = recipe.diffusion
-    schedule = registry("schedule").get(diffusion.schedule.type)(diffusion.schedule)
+    schedule = instantiate("schedule", diffusion.schedule)
     schedule.fit(x0.unsqueeze(0))  # a data-calibrated schedule calibrates on this image
-    degradation = registry("degradation").get(diffusion.degradation.type)(
-        diffusion.degradation, schedule=schedule
-    )
+    degradation = instantiate("degradation", diffusion.degradation, schedule=schedule)
     out = Path(args.out) if args.out else image_path.with_name(f"{image_path.stem}_degraded.png")
     save_strip(degradation, x0, out, args.n)
     print(f"D(x0, t) for t = 0..{degradation.steps}, left to right: {out}")

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from corediff.builder import Pipeline
+from corediff.builder import Pipeline, instantiate
 from corediff.engine import checkpoint
 from corediff.engine.commands import checkpoint_dir, load_pipeline
 from corediff.engine.distributed import resolve_device
@@ -33,7 +33,6 @@ from corediff.errors import ConfigError, CorediffError
 from corediff.evaluation.digits_metric import DigitsMetric
 from corediff.evaluation.inception import inception_metrics
 from corediff.evaluation.restoration import restoration_metrics
-from corediff.registry import registry
 
 #: Real images restored for the restoration metrics (at most; fewer if the set is smaller).
 RESTORATION_IMAGES = 256
@@ -45,7 +44,7 @@ def real_images(pipeline: Pipeline, n: int, seed: int) -> tuple[Tensor, Tensor]:
     data = pipeline.recipe.data
     if data.type == "digits":
         data = data.model_copy(update={"split": "test"})
-    dataset = registry("dataset").get(data.type)(data)
+    dataset = instantiate("dataset", data)
     pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
     images, labels = next(iter(DataLoader(Subset(dataset, pick.tolist()), batch_size=len(pick))))
     return images, labels
