@@ -17,7 +17,7 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 from torch import Tensor
 
 from corediff.config import ComponentConfig
-from corediff.interfaces import Degradation, Parameterization, Prediction, Schedule
+from corediff.interfaces import Degradation, Parameterization, Prediction, Sampler, Schedule
 
 # --------------------------------------------------------------------------- schedules
 
@@ -226,6 +226,26 @@ class RespacedSamplerConfig(ComponentConfig):
         if self.steps != sum(int(c) for c in digits):
             raise ValueError(f"steps = {self.steps} contradicts spacing '{self.spacing}'")
         return self
+
+
+class RespacedSampler(Sampler):
+    """Base of the DDPM and DDIM samplers: a Gaussian degradation and a kept subsequence of
+    steps (``steps`` and ``spacing``); ``timesteps`` lists the visited ones."""
+
+    requires = {"degradation": frozenset({"gaussian"})}
+
+    def __init__(
+        self,
+        config: ComponentConfig | None = None,
+        *,
+        degradation: Degradation,
+        parameterization: Parameterization,
+    ) -> None:
+        super().__init__(config, degradation=degradation, parameterization=parameterization)
+        self.kept = space_timesteps(degradation.steps, self.config.steps, self.config.spacing)
+
+    def timesteps(self, start: int | None = None) -> list[int]:
+        return visited_steps(self.kept, self.degradation.steps, start)
 
 
 def visited_steps(kept: list[int], steps: int, start: int | None) -> list[int]:

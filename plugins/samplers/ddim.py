@@ -4,7 +4,7 @@ sqrt(1 - ᾱ_t/ᾱ_s); deterministic at η = 0, the respaced DDPM posterior at �
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -12,18 +12,14 @@ from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import (
-    Degradation,
     DenoiseFn,
-    Parameterization,
-    Sampler,
     SampleResult,
     TrajectoryStep,
 )
 from corediff_plugins._gaussian import (
+    RespacedSampler,
     RespacedSamplerConfig,
     posterior_coefficients,
-    space_timesteps,
-    visited_steps,
 )
 
 
@@ -32,25 +28,14 @@ class DDIMSamplerConfig(RespacedSamplerConfig):
     eta: float = Field(0.0, ge=0, description="η: 0 is deterministic DDIM, 1 the DDPM posterior.")
 
 
-class DDIMSampler(Sampler):
+class DDIMSampler(RespacedSampler):
     """DDIM sampling on a respaced chain of steps."""
 
     Config = DDIMSamplerConfig
-    requires = {"degradation": frozenset({"gaussian"})}
 
-    def __init__(
-        self,
-        config: ComponentConfig | None = None,
-        *,
-        degradation: Degradation,
-        parameterization: Parameterization,
-    ) -> None:
-        super().__init__(config, degradation=degradation, parameterization=parameterization)
-        self.alpha_bar = degradation.schedule.values().double()
-        self.kept = space_timesteps(degradation.steps, self.config.steps, self.config.spacing)
-
-    def timesteps(self, start: int | None = None) -> list[int]:
-        return visited_steps(self.kept, self.degradation.steps, start)
+    def __init__(self, config: ComponentConfig | None = None, **dependencies: Any) -> None:
+        super().__init__(config, **dependencies)
+        self.alpha_bar = self.degradation.schedule.values().double()
 
     def _plan(self, steps: list[int]) -> list[list[float]]:
         """Per step (sqrt(ᾱ_s), sqrt(1 - ᾱ_s - σ²), σ, sqrt(ᾱ_t), 1/sqrt(1 - ᾱ_t))."""

@@ -6,7 +6,7 @@ is re-interpolated between the respaced bounds."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -14,19 +14,15 @@ from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import (
-    Degradation,
     DenoiseFn,
-    Parameterization,
-    Sampler,
     SampleResult,
     TrajectoryStep,
 )
 from corediff_plugins._gaussian import (
     GaussianTables,
+    RespacedSampler,
     RespacedSamplerConfig,
     posterior_coefficients,
-    space_timesteps,
-    visited_steps,
 )
 
 
@@ -40,25 +36,14 @@ class DDPMSamplerConfig(RespacedSamplerConfig):
     temperature: float = Field(1.0, ge=0, description="Scale on the noise added at each step.")
 
 
-class DDPMSampler(Sampler):
+class DDPMSampler(RespacedSampler):
     """Ancestral DDPM sampling on the full or a respaced chain of steps."""
 
     Config = DDPMSamplerConfig
-    requires = {"degradation": frozenset({"gaussian"})}
 
-    def __init__(
-        self,
-        config: ComponentConfig | None = None,
-        *,
-        degradation: Degradation,
-        parameterization: Parameterization,
-    ) -> None:
-        super().__init__(config, degradation=degradation, parameterization=parameterization)
-        self.tables = GaussianTables(degradation.schedule.values())
-        self.kept = space_timesteps(degradation.steps, self.config.steps, self.config.spacing)
-
-    def timesteps(self, start: int | None = None) -> list[int]:
-        return visited_steps(self.kept, self.degradation.steps, start)
+    def __init__(self, config: ComponentConfig | None = None, **dependencies: Any) -> None:
+        super().__init__(config, **dependencies)
+        self.tables = GaussianTables(self.degradation.schedule.values())
 
     def _plan(self, steps: list[int]) -> list[list[float]]:
         """Per step (coef_x0, coef_xt, σ, a, b): posterior mean coefficients, the fixed
