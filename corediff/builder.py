@@ -5,77 +5,30 @@
     param       = Parameterization(config, degradation=degradation)
     weighting   = LossWeighting(config, degradation=degradation, parameterization=param)
     sampler     = Sampler(config, degradation=degradation, parameterization=param)
+    guidance    = Guidance(config, degradation=degradation, parameterization=param)
     prior       = Prior(config, degradation=degradation)
     model       = Model(config, in_channels=C, out_channels=param.output_channels(C), ...)
+
+Which kinds exist, their order and their dependencies come from :data:`corediff.kinds.KINDS`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
 from corediff.errors import ConfigError
-from corediff.recipe import Problem, Recipe, _problems, recipe_error
+from corediff.interfaces import DataSpec
+from corediff.kinds import BY_NAME, KINDS
+from corediff.pipeline import Pipeline
+from corediff.recipe import Problem, _lookup_model, _problems, recipe_error
 from corediff.registry import registry
 
-if TYPE_CHECKING:
-    from corediff.interfaces import (
-        Dataset,
-        Degradation,
-        LossWeighting,
-        Model,
-        Parameterization,
-        Prior,
-        Sampler,
-        Schedule,
-    )
+__all__ = ["DataSpec", "Pipeline", "build", "create", "instantiate"]
 
 #: Keyword arguments each kind's constructor takes besides its config.
-DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    "schedule": (),
-    "degradation": ("schedule",),
-    "parameterization": ("degradation",),
-    "loss_weighting": ("degradation", "parameterization"),
-    "sampler": ("degradation", "parameterization"),
-    "prior": ("degradation",),
-    "model": ("in_channels", "out_channels", "image_size", "num_classes"),
-    "dataset": (),
-}
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What a model needs to know of the data: channels, square size, class count."""
-
-    channels: int
-    image_size: int
-    num_classes: int | None = None
-
-
-@dataclass
-class Pipeline:
-    """Every component a recipe names, built and wired together."""
-
-    recipe: Recipe
-    data_spec: DataSpec
-    dataset: Dataset | None
-    schedule: Schedule
-    degradation: Degradation
-    parameterization: Parameterization
-    loss_weighting: LossWeighting
-    sampler: Sampler
-    prior: Prior
-    model: Model
-
-    def components(self) -> dict[str, Any]:
-        """The non-network components by kind (those with fit/extra_state hooks)."""
-        return {
-            "schedule": self.schedule, "degradation": self.degradation,
-            "parameterization": self.parameterization, "loss_weighting": self.loss_weighting,
-            "sampler": self.sampler, "prior": self.prior,
-        }
+DEPENDENCIES: dict[str, tuple[str, ...]] = {kind.name: kind.dependencies for kind in KINDS}
 
 
 def create(kind: str, name: str, /, **kwargs: Any) -> Any:
@@ -94,43 +47,40 @@ def create(kind: str, name: str, /, **kwargs: Any) -> Any:
     return cls(config, **deps)
 
 
-def build(recipe: Recipe, *, data_spec: DataSpec | None = None) -> Pipeline:
-    """Build every component of a recipe. With ``data_spec`` the dataset is not opened
-    (sampling from a checkpoint needs the shapes, not the images)."""
-    diffusion = recipe.diffusion
-    dataset = None
+def build(recipe: Any, *, data_spec: DataSpec | None = None) -> Pipeline:
+    """Build every component of a recipe, in the order of the kinds table. With
+    ``data_spec`` the dataset is not opened (sampling from a checkpoint needs the shapes,
+    not the images)."""
+    built: dict[str, Any] = {"dataset": None}
     if data_spec is None:
-        dataset = instantiate("dataset", recipe.data)
-        data_spec = DataSpec(dataset.channels, dataset.image_size, dataset.num_classes)
-    schedule = instantiate("schedule", diffusion.schedule)
-    degradation = instantiate("degradation", diffusion.degradation, schedule=schedule)
-    parameterization = instantiate(
-        "parameterization", diffusion.parameterization, degradation=degradation
-    )
-    loss_weighting = instantiate(
-        "loss_weighting", diffusion.loss_weighting,
-        degradation=degradation, parameterization=parameterization,
-    )
-    sampler = instantiate(
-        "sampler", diffusion.sampler, degradation=degradation, parameterization=parameterization
-    )
-    prior = instantiate("prior", diffusion.prior, degradation=degradation)
-    model = instantiate(
-        "model", recipe.model,
-        in_channels=data_spec.channels,
-        out_channels=parameterization.output_channels(data_spec.channels),
-        image_size=data_spec.image_size,
-        num_classes=data_spec.num_classes,
-    )
-    return Pipeline(
-        recipe, data_spec, dataset, schedule, degradation, parameterization, loss_weighting,
-        sampler, prior, model,
-    )
+        built["dataset"] = instantiate("dataset", recipe.data)
+        data_spec = built["dataset"].spec
+    for kind in KINDS:
+        if kind.name == "dataset":
+            continue
+        available = {**built, **_model_inputs(built, data_spec)}
+        config = _lookup_model(recipe, kind.table)
+        built[kind.name] = instantiate(
+            kind.name, config, **{dep: available[dep] for dep in kind.dependencies}
+        )
+    return Pipeline(recipe=recipe, data_spec=data_spec, **built)
+
+
+def _model_inputs(built: dict[str, Any], spec: DataSpec) -> dict[str, Any]:
+    """What a model is built from: the data's shape and the parameterization's channels."""
+    if "parameterization" not in built:
+        return {}
+    return {
+        "in_channels": spec.channels,
+        "out_channels": built["parameterization"].output_channels(spec.channels),
+        "image_size": spec.image_size,
+        "num_classes": spec.num_classes,
+    }
 
 
 def instantiate(kind: str, config: Any, **deps: Any) -> Any:
     """Build one component from its validated config (and its dependencies)."""
-    cls = registry(kind).get(config.type)
+    cls = registry(BY_NAME[kind].name).get(config.type)
     try:
         return cls(config, **deps)
     except ConfigError:

@@ -1,8 +1,10 @@
-"""The ``corediff`` command line.
+"""The ``corediff`` command line: the argparse parser and :func:`main`.
 
-Every user error is a :class:`~corediff.errors.CorediffError`: printed as one block, exit
-code 2, no traceback unless ``--traceback``. Heavy modules (torch, plugins) are imported
-only by the command that needs them, so ``--help`` and ``plugins list`` start fast.
+Each command is implemented in its own module of :mod:`corediff.commands`, imported only when
+the command runs: heavy modules (torch, plugins) are imported only by the command that needs
+them, so ``--help`` and ``plugins list`` start fast. Every user error is a
+:class:`~corediff.errors.CorediffError`: printed as one block, exit code 2, no traceback
+unless ``--traceback``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 
 
 def _handler(target: str) -> Callable[[argparse.Namespace], int]:
-    """A command implemented in another module, imported only when it runs."""
+    """The command ``"module:function"`` (a module of :mod:`corediff.commands`), imported
+    only when it runs."""
 
     def run(args: argparse.Namespace) -> int:
         module, _, name = target.partition(":")
@@ -65,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--resume", action="store_true",
                          help="continue from the run directory's last checkpoint")
         cmd.add_argument("--run-dir", help="run directory (default: <run.root>/<run.name>)")
-        cmd.set_defaults(func=_handler(f"corediff.engine.commands:{name}_command"))
+        cmd.set_defaults(func=_handler(f"corediff.commands.train:{name}"))
 
     sample = commands.add_parser(
         "sample", help="generate images from a trained run or checkpoint",
@@ -87,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and sample back; writes rows of original, degraded, direct x̂0, sampled")
     sample.add_argument("--restore-step", type=int, metavar="T",
                         help="step to degrade to for --restore (default: the prior's start step)")
-    sample.set_defaults(func=_handler("corediff.engine.commands:sample_command"))
+    sample.set_defaults(func=_handler("corediff.commands.sample:main"))
 
     degrade = commands.add_parser(
         "degrade", help="preview a recipe's degradation D(x0, t) on an image",
@@ -99,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     degrade.add_argument("--n", type=int, default=8, help="number of steps shown (default 8)")
     degrade.add_argument("--out", help="output PNG (default: <image stem>_degraded.png)")
     _add_set(degrade)
-    degrade.set_defaults(func=_handler("corediff.engine.commands:degrade_command"))
+    degrade.set_defaults(func=_handler("corediff.commands.degrade:main"))
 
     evaluate = commands.add_parser(
         "eval", help="generate samples from a run and report quality metrics",
@@ -114,82 +117,32 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     evaluate.add_argument("--checkpoint", choices=("best", "last"), default="last")
     evaluate.add_argument("--out", help="JSON output (default: <run dir>/eval.json)")
-    evaluate.set_defaults(func=_handler("corediff.evaluation.commands:eval_command"))
+    evaluate.set_defaults(func=_handler("corediff.commands.evaluate:main"))
 
     plugins = commands.add_parser("plugins", help="list or check installed plugins")
     plugin_cmds = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", required=True)
     listing = plugin_cmds.add_parser("list", help="list plugins (imports none of them)")
     listing.add_argument("--kind", help="only this kind (e.g. sampler)")
-    listing.set_defaults(func=_plugins_list)
+    listing.set_defaults(func=_handler("corediff.commands.plugins:listing"))
     check = plugin_cmds.add_parser("check", help="load every plugin and report failures")
-    check.set_defaults(func=_plugins_check)
+    check.set_defaults(func=_handler("corediff.commands.plugins:check"))
 
     recipe = commands.add_parser("recipe", help="validate, show or describe recipes")
     recipe_cmds = recipe.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
     validate = recipe_cmds.add_parser("validate", help="check a recipe; exit 2 when invalid")
     validate.add_argument("recipe")
     _add_set(validate)
-    validate.set_defaults(func=_recipe_validate)
+    validate.set_defaults(func=_handler("corediff.commands.recipe:validate"))
     show = recipe_cmds.add_parser("show", help="print the resolved recipe with defaults")
     show.add_argument("recipe")
     _add_set(show)
-    show.set_defaults(func=_recipe_show)
+    show.set_defaults(func=_handler("corediff.commands.recipe:show"))
     schema = recipe_cmds.add_parser(
         "schema", help="write the JSON Schema of recipes (for editor completion)"
     )
     schema.add_argument("--out", help="output file (default: stdout)")
-    schema.set_defaults(func=_recipe_schema)
+    schema.set_defaults(func=_handler("corediff.commands.recipe:schema"))
     return parser
-
-
-def _plugins_list(args: argparse.Namespace) -> int:
-    from corediff.registry import list_plugins
-
-    for kind, infos in list_plugins(args.kind).items():
-        print(f"{kind}:")
-        for info in infos:
-            print(f"  {info.name:<28} {info.origin:<24} {info.target}")
-    return 0
-
-
-def _plugins_check(args: argparse.Namespace) -> int:
-    from corediff.registry import REGISTRIES, check_plugins
-
-    failures = check_plugins()
-    total = sum(len(reg.names()) for reg in REGISTRIES.values())
-    for failure in failures:
-        print(f"FAIL {failure}", file=sys.stderr)
-    print(f"{total - len(failures)} of {total} plugins load")
-    return 1 if failures else 0
-
-
-def _recipe_validate(args: argparse.Namespace) -> int:
-    from corediff.recipe import load_recipe
-
-    load_recipe(args.recipe, args.overrides)
-    print(f"{args.recipe}: ok")
-    return 0
-
-
-def _recipe_show(args: argparse.Namespace) -> int:
-    from corediff.recipe import load_recipe, recipe_to_toml
-
-    print(recipe_to_toml(load_recipe(args.recipe, args.overrides)), end="")
-    return 0
-
-
-def _recipe_schema(args: argparse.Namespace) -> int:
-    import json
-
-    from corediff.recipe import recipe_json_schema
-
-    text = json.dumps(recipe_json_schema(), indent=2)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-    else:
-        print(text)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

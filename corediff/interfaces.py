@@ -20,7 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -32,14 +32,27 @@ from corediff.config import ComponentConfig
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 
 
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know of the data: channels, square size, class count (None:
+    unconditional data)."""
+
+    channels: int
+    image_size: int
+    num_classes: int | None = None
+
+
 class Component(ABC):  # noqa: B024 - each kind adds its abstract methods
     """Base of every plugin class.
 
     Class attributes a plugin sets:
       * ``Config``: its config class (``type: Literal["name"]``).
-      * ``provides``: capabilities it offers, e.g. ``{"gaussian", "snr"}``.
+      * ``provides``: capabilities it offers, e.g. ``frozenset({"gaussian", "snr"})``.
       * ``requires``: capabilities it needs of other kinds, e.g.
-        ``{"degradation": {"gaussian"}}``.
+        ``{"degradation": frozenset({"gaussian"})}``.
+
+    Capability names come from the vocabulary of :mod:`corediff.capabilities` and are
+    checked when the plugin loads.
     """
 
     kind: ClassVar[str] = ""
@@ -49,6 +62,17 @@ class Component(ABC):  # noqa: B024 - each kind adds its abstract methods
 
     def __init__(self, config: ComponentConfig | None = None) -> None:
         self.config = config if config is not None else type(self).Config()
+        self.provides = type(self).capabilities(self.config)
+
+    @classmethod
+    def capabilities(cls, config: ComponentConfig) -> frozenset[str]:
+        """What an instance with ``config`` provides (default: the class's ``provides``).
+
+        Override when a capability depends on the config (``svd`` with ``noise_std > 0`` is
+        stochastic, not deterministic): the recipe check calls this with the recipe's config
+        and the instance gets the same set, so the two cannot disagree.
+        """
+        return cls.provides
 
     def fit(self, images: Tensor) -> None:  # noqa: B027 - optional hook, no-op by default
         """Calibrate on a batch of training images in [-1, 1] (default: nothing to fit)."""
@@ -222,18 +246,73 @@ class TrajectoryStep:
 
 @dataclass
 class SampleResult:
-    """What a sampler returns: the final sample, the first x̂0 (Cold Diffusion's "direct
-    reconstruction") and, when asked for, the trajectory."""
+    """What a sampler returns.
+
+    ``sample``: x at step 0. ``direct``: the x̂0 predicted at the first visited step (Cold
+    Diffusion's "direct reconstruction"; for a one-step sampler it is the sample).
+    ``trajectory``: every visited step when asked for. ``nfe``: network evaluations made (a
+    guided evaluation runs the network once on a doubled batch and counts as one).
+    """
 
     sample: Tensor
     direct: Tensor
     trajectory: list[TrajectoryStep] = field(default_factory=list)
+    nfe: int = 0
+
+
+@dataclass
+class Step:
+    """What :meth:`Sampler.step` is told about the step it takes.
+
+    ``t`` is the current step and ``t_next`` the next visited one (0 after the last), both in
+    the schedule's original indices; ``index`` counts visited steps from 0; ``plan`` is this
+    step's entry of :meth:`Sampler.plan` (precomputed float64 coefficients, as Python floats);
+    ``state`` is a dict that lives for one sampling run (multistep history).
+    """
+
+    index: int
+    t: int
+    t_next: int
+    is_last: bool
+    plan: Any
+    generator: torch.Generator | None
+    state: dict[str, Any]
+
+    def t_tensor(self, like: Tensor) -> Tensor:
+        """``t`` as a LongTensor [B] on ``like``'s device (B = like.shape[0])."""
+        return steps_like(self.t, like)
+
+    def t_next_tensor(self, like: Tensor) -> Tensor:
+        """``t_next`` as a LongTensor [B] on ``like``'s device."""
+        return steps_like(self.t_next, like)
+
+
+def steps_like(t: int, like: Tensor) -> Tensor:
+    """The step t repeated for each sample of ``like``: LongTensor [B] on its device (a fill,
+    no host-device copy)."""
+    return torch.full((like.shape[0],), t, dtype=torch.long, device=like.device)
+
+
+class Denoise(Protocol):
+    """The network as a sampler sees it: ``denoise(x_t, t) -> Prediction`` at step t (an
+    int), with the parameterization and guidance applied and the evaluation counted."""
+
+    def __call__(self, x: Tensor, t: int) -> Prediction: ...
 
 
 class Sampler(Component):
-    """Walks from x at step ``start`` (default T) down to step 0."""
+    """Walks from x at step ``start`` (default T) down to step 0.
+
+    The base class owns the loop (``sample``): no_grad, the visited steps, the trajectory,
+    the direct reconstruction, the generator, the progress callback and the count of network
+    evaluations. A sampler implements :meth:`timesteps` (which steps it visits) and
+    :meth:`step` (one move from t to t_next); :meth:`plan` precomputes per-step coefficients
+    once per run so the loop does no float64 maths and no host sync. A sampler that evaluates
+    the network more than once per step (Heun: 2) sets ``evaluations_per_step``.
+    """
 
     kind = "sampler"
+    evaluations_per_step: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -250,17 +329,87 @@ class Sampler(Component):
     def timesteps(self, start: int | None = None) -> list[int]:
         """The visited steps, descending, in original indices (first = start or T)."""
 
+    def nfe(self, start: int | None = None) -> int:
+        """Network evaluations of one run from ``start`` (equals ``SampleResult.nfe``)."""
+        return self.evaluations_per_step * len(self.timesteps(start))
+
+    def plan(self, steps: list[int]) -> list[Any]:
+        """Per visited step, what :meth:`step` receives as ``step.plan`` (default: None)."""
+        return [None] * len(steps)
+
     @abstractmethod
+    def step(self, x: Tensor, step: Step, denoise: Denoise) -> tuple[Tensor, Tensor]:
+        """Move x from ``step.t`` to ``step.t_next``; return (x at t_next, x̂0 at t)."""
+
+    @torch.no_grad()
     def sample(
         self,
-        model: DenoiseFn,
+        model: DenoiseFn | Denoise,
         x: Tensor,
         *,
         start: int | None = None,
         generator: torch.Generator | None = None,
         trajectory: bool = False,
+        callback: Callable[[int, int], None] | None = None,
     ) -> SampleResult:
-        """Run the reverse process from x at step ``start`` (default T)."""
+        """Run the reverse process from x at step ``start`` (default T).
+
+        ``model`` is a :class:`corediff.denoiser.Denoiser` (guidance, labels) or any plain
+        callable ``model(x_t, t) -> network output`` (t a LongTensor [B]).
+        ``callback(i, n)`` is called after each of the n visited steps.
+        """
+        from corediff.denoiser import Denoiser
+
+        denoise = model if isinstance(model, Denoiser) else Denoiser(model, self.parameterization)
+        first_count = denoise.evaluations
+        visited = self.timesteps(start)
+        plan = self.plan(visited)
+        state: dict[str, Any] = {}
+        direct: Tensor | None = None
+        path: list[TrajectoryStep] = []
+        for i, t in enumerate(visited):
+            last = i == len(visited) - 1
+            info = Step(i, t, 0 if last else visited[i + 1], last, plan[i], generator, state)
+            x_next, x0_hat = self.step(x, info, denoise)
+            direct = x0_hat if direct is None else direct
+            if trajectory:
+                path.append(TrajectoryStep(t, x, x0_hat))
+            x = x_next
+            if callback is not None:
+                callback(i, len(visited))
+        assert direct is not None, "a sampler visits at least one step"
+        return SampleResult(x, direct, path, denoise.evaluations - first_count)
+
+
+class Guidance(Component):
+    """Combines a class-conditional network's conditional and unconditional outputs into the
+    prediction a sampler uses (classifier-free guidance and its variants).
+
+    The null label is ``num_classes`` (see :class:`Model`); the unconditional output is the
+    network at the null label. When :meth:`active` is false at a step, the sampler sees the
+    conditional prediction alone and the network runs once on B images, not 2B.
+    """
+
+    kind = "guidance"
+
+    def __init__(
+        self,
+        config: ComponentConfig | None = None,
+        *,
+        degradation: Degradation,
+        parameterization: Parameterization,
+    ) -> None:
+        super().__init__(config)
+        self.degradation = degradation
+        self.parameterization = parameterization
+
+    @abstractmethod
+    def active(self, t: int) -> bool:
+        """Whether step t needs the unconditional output (a Python int: no host sync)."""
+
+    @abstractmethod
+    def combine(self, cond: Tensor, uncond: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
+        """The guided prediction from the network's conditional and unconditional outputs."""
 
 
 class Prior(Component):
@@ -285,7 +434,14 @@ class Prior(Component):
 
 
 class Model(nn.Module, Component):
-    """The denoising network ``forward(x_t, t, y=None)``."""
+    """The denoising network ``forward(x_t, t, y=None)``.
+
+    Engine contract: labels y are LongTensors [B] in 0..num_classes − 1, or the **null label**
+    ``num_classes`` (:attr:`null_label`), the unconditional input of classifier-free guidance
+    — a class-conditional model therefore embeds ``num_classes + 1`` labels; ``y=None`` (and a
+    model built with ``num_classes=None``) means unconditional. t is the step index [B].
+    :meth:`check_data_spec` refuses data the network cannot take, at recipe validation.
+    """
 
     kind = "model"
 
@@ -305,6 +461,18 @@ class Model(nn.Module, Component):
         self.image_size = image_size
         self.num_classes = num_classes
 
+    @property
+    def null_label(self) -> int | None:
+        """The label meaning "no class" (``num_classes``), None for unconditional models."""
+        return self.num_classes
+
+    @classmethod
+    def check_data_spec(cls, config: ComponentConfig, spec: DataSpec) -> list[str]:
+        """Why this network cannot take data of ``spec`` (empty: it can). Override to state
+        the network's constraints (e.g. a size divisible by its downsampling factor); it is
+        called when a recipe is validated, before any data is read."""
+        return []
+
     @abstractmethod
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """Output [B, out_channels, H, W] for input [B, in_channels, H, W] at steps t."""
@@ -323,16 +491,19 @@ class Dataset(torch.utils.data.Dataset, Component):
     def __init__(self, config: ComponentConfig | None = None) -> None:
         Component.__init__(self, config)
 
+    @classmethod
+    def describe(cls, config: ComponentConfig) -> DataSpec | None:
+        """The DataSpec this config yields when known without reading any data (None
+        otherwise); lets recipe validation check the model against the data."""
+        return None
+
+    @property
+    def spec(self) -> DataSpec:
+        """Channels, size and class count of the images."""
+        return DataSpec(self.channels, self.image_size, self.num_classes)
+
     @abstractmethod
     def __len__(self) -> int: ...
 
     @abstractmethod
     def __getitem__(self, index: int) -> tuple[Tensor, int]: ...
-
-
-#: The base class of each kind, by kind name (the registries check plugins against it).
-BASES: dict[str, type[Component]] = {
-    base.kind: base
-    for base in (Schedule, Degradation, Parameterization, LossWeighting, Sampler, Prior, Model,
-                 Dataset)
-}

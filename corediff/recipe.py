@@ -15,49 +15,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SerializeAsAny, ValidationError
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, create_model
 
 from corediff.config import ComponentConfig, StrictModel
 from corediff.errors import ConfigError, PluginError, did_you_mean
+from corediff.kinds import BY_NAME, KINDS, Kind
 from corediff.registry import registry
 from corediff.sections import RunConfig, SampleConfig, TrainConfig
 
 Component = SerializeAsAny[ComponentConfig]
 
 
-class DiffusionSection(StrictModel):
-    """[diffusion]: the method — one table per swappable part."""
-
-    schedule: Component = Field(description="Maps step t to ᾱ_t, a blur width or a rank.")
-    degradation: Component = Field(description="The forward process D(x0, t).")
-    parameterization: Component = Field(description="What the network predicts.")
-    loss_weighting: Component = Field(description="Per-step weight of the training loss.")
-    sampler: Component = Field(description="The reverse process used to generate.")
-    prior: Component = Field(description="Where generation starts (x at step T).")
+def _component_field(kind: Kind) -> tuple[Any, Any]:
+    return (Component, Field(description=f"{kind.description} (a registered {kind.name})"))
 
 
-class Recipe(StrictModel):
-    """A whole experiment: data, network, diffusion method, training, sampling, run."""
+#: [diffusion]: the method — one table per swappable part (from the table of kinds).
+DiffusionSection = create_model(
+    "DiffusionSection", __base__=StrictModel,
+    **{k.table[1]: _component_field(k) for k in KINDS if k.table[0] == "diffusion"},
+)
 
-    data: Component = Field(description="The training dataset.")
-    model: Component = Field(description="The denoising network.")
-    diffusion: DiffusionSection
-    train: TrainConfig = TrainConfig()
-    sample: SampleConfig = SampleConfig()
-    run: RunConfig = RunConfig()
-
+#: A whole experiment: data, network, diffusion method, training, sampling, run.
+Recipe = create_model(
+    "Recipe", __base__=StrictModel,
+    **{k.table[0]: _component_field(k) for k in KINDS if len(k.table) == 1},
+    diffusion=(DiffusionSection, Field(description="The diffusion method.")),
+    train=(TrainConfig, TrainConfig()),
+    sample=(SampleConfig, SampleConfig()),
+    run=(RunConfig, RunConfig()),
+)
 
 #: Where each component table lives in a recipe, and its kind.
-COMPONENT_TABLES: dict[tuple[str, ...], str] = {
-    ("data",): "dataset",
-    ("model",): "model",
-    ("diffusion", "schedule"): "schedule",
-    ("diffusion", "degradation"): "degradation",
-    ("diffusion", "parameterization"): "parameterization",
-    ("diffusion", "loss_weighting"): "loss_weighting",
-    ("diffusion", "sampler"): "sampler",
-    ("diffusion", "prior"): "prior",
-}
+COMPONENT_TABLES: dict[tuple[str, ...], str] = {kind.table: kind.name for kind in KINDS}
 
 
 @dataclass
@@ -141,9 +131,14 @@ def _retype(table: dict[str, Any], kind: str, new_type: Any) -> None:
 
 def parse_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
     """Validate a recipe given as nested dicts (as read from TOML)."""
-    data = _deep_copy(dict(data))
+    data = upgrade_recipe_data(_deep_copy(dict(data)))
     problems: list[Problem] = []
     classes: dict[tuple[str, ...], type] = {}
+    configs: dict[tuple[str, ...], ComponentConfig] = {}
+    for kind_row in KINDS:
+        parent = _lookup(data, kind_row.table[:-1])
+        if kind_row.default is not None and isinstance(parent, dict):
+            parent.setdefault(kind_row.table[-1], dict(kind_row.default))
     for table_path, kind in COMPONENT_TABLES.items():
         parent = _lookup(data, table_path[:-1])
         table = parent.get(table_path[-1]) if isinstance(parent, dict) else None
@@ -154,6 +149,7 @@ def parse_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
             parent[table_path[-1]] = ComponentConfig.model_construct(type=str(table.get("type")))
             continue
         parent[table_path[-1]], classes[table_path] = resolved
+        configs[table_path] = parent[table_path[-1]]
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
@@ -161,10 +157,39 @@ def parse_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
         recipe = None
     if problems:
         raise recipe_error(source, problems)
-    incompatible = check_compatibility(classes)
+    incompatible = check_compatibility(classes, configs) + check_data_spec(classes, configs)
     if incompatible:
         raise recipe_error(source, incompatible)
     return recipe  # type: ignore[return-value]
+
+
+def upgrade_recipe_data(data: dict[str, Any]) -> dict[str, Any]:
+    """Recipes written by corediff 0.1 (and their checkpoints) still load: ``[sample]
+    guidance_scale = s`` becomes ``[diffusion.guidance] type = "cfg", scale = s``."""
+    sample, diffusion = data.get("sample"), data.get("diffusion")
+    if isinstance(sample, dict) and "guidance_scale" in sample and isinstance(diffusion, dict):
+        scale = sample.pop("guidance_scale")
+        diffusion.setdefault("guidance", {"type": "cfg", "scale": scale})
+    return data
+
+
+def check_data_spec(
+    classes: Mapping[tuple[str, ...], type], configs: Mapping[tuple[str, ...], ComponentConfig]
+) -> list[str]:
+    """The model's refusals of the data (``Model.check_data_spec``), when the dataset can
+    describe its images from its config alone."""
+    data_path, model_path = BY_NAME["dataset"].table, BY_NAME["model"].table
+    if data_path not in classes or model_path not in classes:
+        return []
+    spec = classes[data_path].describe(configs[data_path])
+    if spec is None:
+        return []
+    model = classes[model_path]
+    return [
+        f"[{'.'.join(model_path)}] model '{_name(model)}' cannot take the data of "
+        f"[{'.'.join(data_path)}] ({spec.channels}×{spec.image_size}×{spec.image_size}): {why}"
+        for why in model.check_data_spec(configs[model_path], spec)
+    ]
 
 
 def _resolve_component(
@@ -236,22 +261,35 @@ def _is_component(model: type[BaseModel], loc: tuple) -> bool:
     return model is Recipe and tuple(map(str, loc)) in COMPONENT_TABLES
 
 
-def check_compatibility(classes: Mapping[tuple[str, ...], type]) -> list[str]:
-    """One sentence per unmet requirement between the recipe's components."""
+def check_compatibility(
+    classes: Mapping[tuple[str, ...], type],
+    configs: Mapping[tuple[str, ...], ComponentConfig] | None = None,
+) -> list[str]:
+    """One sentence per unmet requirement between the recipe's components.
+
+    What a component provides is ``cls.capabilities(config)`` when its config is given (a
+    capability may depend on it), else the class's ``provides``.
+    """
+    configs = configs or {}
     by_kind = {COMPONENT_TABLES[path]: (path, cls) for path, cls in classes.items()}
+
+    def provided(path: tuple[str, ...], cls: type) -> frozenset[str]:
+        return cls.capabilities(configs[path]) if path in configs else cls.provides
+
     sentences = []
     for path, cls in classes.items():
         for kind, needed in getattr(cls, "requires", {}).items():
             if kind not in by_kind:
                 continue
             other_path, other = by_kind[kind]
-            missing = sorted(set(needed) - set(other.provides))
+            offered = provided(other_path, other)
+            missing = sorted(set(needed) - offered)
             if missing:
                 sentences.append(
                     f"{COMPONENT_TABLES[path]} '{_name(cls)}' [{'.'.join(path)}] needs a {kind} "
                     f"that provides {', '.join(repr(m) for m in missing)}, but {kind} "
                     f"'{_name(other)}' [{'.'.join(other_path)}] provides "
-                    f"{', '.join(sorted(other.provides)) or 'nothing'}."
+                    f"{', '.join(sorted(offered)) or 'nothing'}."
                 )
     return sentences
 
@@ -311,8 +349,6 @@ def recipe_json_schema() -> dict[str, Any]:
     """
     from typing import Annotated, Union
 
-    from pydantic import create_model
-
     def union(kind: str) -> Any:
         configs = []
         for name in registry(kind).names():
@@ -324,13 +360,14 @@ def recipe_json_schema() -> dict[str, Any]:
             return configs[0] if configs else ComponentConfig
         return Annotated[Union[tuple(configs)], Field(discriminator="type")]  # noqa: UP007
 
-    diffusion_fields = {
-        path[1]: (union(kind), ...) for path, kind in COMPONENT_TABLES.items() if len(path) == 2
-    }
-    diffusion = create_model("Diffusion", __base__=StrictModel, **diffusion_fields)
+    diffusion = create_model(
+        "Diffusion", __base__=StrictModel,
+        **{k.table[1]: (union(k.name), ...) for k in KINDS if k.table[0] == "diffusion"},
+    )
     schema_model = create_model(
         "Recipe", __base__=StrictModel,
-        data=(union("dataset"), ...), model=(union("model"), ...), diffusion=(diffusion, ...),
+        **{k.table[0]: (union(k.name), ...) for k in KINDS if len(k.table) == 1},
+        diffusion=(diffusion, ...),
         train=(TrainConfig, TrainConfig()), sample=(SampleConfig, SampleConfig()),
         run=(RunConfig, RunConfig()),
     )

@@ -22,18 +22,10 @@ from importlib import metadata
 from typing import Any, Literal, get_args, get_origin
 
 from corediff.errors import PluginError, did_you_mean
+from corediff.kinds import BY_NAME, KINDS
 
-#: Component kind -> entry-point group.
-GROUPS: dict[str, str] = {
-    "schedule": "corediff.schedules",
-    "degradation": "corediff.degradations",
-    "parameterization": "corediff.parameterizations",
-    "loss_weighting": "corediff.loss_weightings",
-    "sampler": "corediff.samplers",
-    "prior": "corediff.priors",
-    "model": "corediff.models",
-    "dataset": "corediff.datasets",
-}
+#: Component kind -> entry-point group (from the one table of kinds).
+GROUPS: dict[str, str] = {kind.name: kind.group for kind in KINDS}
 
 
 @dataclass(frozen=True)
@@ -177,12 +169,13 @@ def _config_type(cls: type) -> str:
 
 
 def _check_plugin(info: PluginInfo, cls: Any) -> None:
-    """A plugin must subclass its kind's interface and carry a Config typed with its name."""
+    """A plugin must subclass its kind's interface, carry a Config typed with its name and
+    declare its capabilities from the vocabulary (:mod:`corediff.capabilities`)."""
+    from corediff.capabilities import validate_declaration
     from corediff.config import ComponentConfig
-    from corediff.interfaces import BASES
 
     where = f"{info.kind} '{info.name}' from {info.origin} (target '{info.target}')"
-    base = BASES[info.kind]
+    base = BY_NAME[info.kind].base_class()
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise PluginError(f"{where} is not a subclass of corediff.interfaces.{base.__name__}.")
     config = getattr(cls, "Config", None)
@@ -194,6 +187,7 @@ def _check_plugin(info: PluginInfo, cls: Any) -> None:
             f"{where}: its Config declares type Literal['{declared}'], "
             f"expected Literal['{info.name}'] (the entry-point name)."
         )
+    validate_declaration(cls, where)
 
 
 REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in GROUPS}

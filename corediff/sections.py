@@ -49,9 +49,6 @@ class SampleConfig(StrictModel):
     batch_size: PositiveInt = Field(64, description="Samples generated per batch.")
     seed: int = Field(0, description="Seed of the sampling noise.")
     use_ema: bool = Field(True, description="Sample with the EMA weights.")
-    guidance_scale: float = Field(
-        1.0, ge=0, description="Classifier-free guidance scale (1: no guidance)."
-    )
     label: int | None = Field(None, description="Class label to generate (None: all classes).")
 
 

@@ -94,3 +94,37 @@ def test_recipe_schema_describes_plugins(tmp_path: Path) -> None:
         assert name in text
     assert schema["properties"]["diffusion"]
     assert schema["additionalProperties"] is False
+
+
+def test_command_modules_import_no_other_command_module() -> None:
+    import ast
+
+    commands = ROOT / "corediff" / "commands"
+    modules = {f"corediff.commands.{p.stem}" for p in commands.glob("*.py")} - {
+        "corediff.commands.__init__"}
+    assert {"corediff.commands.train", "corediff.commands.sample", "corediff.commands.degrade",
+            "corediff.commands.evaluate", "corediff.commands.plugins",
+            "corediff.commands.recipe"} <= modules
+    for path in commands.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith("corediff.commands"), f"{path.name} imports {name}"
+
+
+def test_command_package_sets_omp_wait_policy_and_imports_nothing_heavy() -> None:
+    probe = (
+        "import os, sys\n"
+        "os.environ.pop('OMP_WAIT_POLICY', None)\n"
+        "import corediff.commands\n"
+        "heavy = [m for m in ('torch', 'numpy', 'pydantic') if m in sys.modules]\n"
+        "print(os.environ['OMP_WAIT_POLICY'], heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "PASSIVE []"

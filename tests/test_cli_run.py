@@ -215,16 +215,31 @@ def test_sample_restore_writes_original_degraded_direct_sampled(svd_run, image_f
                  "--restore-step", "99"]) == 2
 
 
+def test_open_checkpoint_of_a_run_dir_or_a_checkpoint_dir(svd_run):
+    from corediff.engine.loading import load_model, open_checkpoint
+
+    by_run = open_checkpoint(svd_run)
+    assert by_run.path == svd_run / "checkpoints" / "last" and by_run.run_root == svd_run
+    assert by_run.state["step"] == 20
+    best = open_checkpoint(svd_run / "checkpoints" / "best", "last",
+                           ["diffusion.sampler.type='cold_naive'"])
+    assert best.path == svd_run / "checkpoints" / "best" and best.run_root == svd_run
+    assert best.pipeline.recipe.diffusion.sampler.type == "cold_naive"
+    model = load_model(by_run, use_ema=True)
+    assert not model.training
+    assert next(model.parameters()).device == torch.device("cpu")
+    with pytest.raises(corediff.ConfigError, match="neither a run directory"):
+        open_checkpoint(svd_run / "nothing")
+
+
 def test_restore_with_the_true_x0_returns_it_exactly(image_folder):
     """Algorithm 2 with a perfect restoration network gives back x0 from any start step."""
-    from corediff.engine.sampling import restore
-
     recipe = corediff.load_recipe(RECIPES / "svd_afhq.toml",
                                   [f"data.root='{image_folder}'", *TINY_SVD])
     pipeline = corediff.build(recipe)
     x0 = torch.stack([pipeline.dataset[i][0] for i in range(3)])
-    oracle = lambda x_t, t: x0 - x_t  # noqa: E731 - residual parameterization: x̂0 = x_t + out
-    degraded, direct, sample = restore(pipeline, oracle, x0, start=12)
+    oracle = lambda x_t, t, y: x0 - x_t  # noqa: E731 - residual parameterization: x̂0 = x_t + out
+    degraded, direct, sample = pipeline.restore(x0, 12, model=oracle)
     t = torch.full((3,), 12)
     torch.testing.assert_close(degraded, pipeline.degradation.degrade(x0, t))
     torch.testing.assert_close(direct, x0, atol=1e-5, rtol=0)

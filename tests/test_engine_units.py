@@ -1,4 +1,4 @@
-"""Engine pieces against closed forms: atomic writes, state packing, LR schedule, guidance."""
+"""Engine pieces against closed forms: atomic writes, state packing, LR schedule."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from corediff.engine import checkpoint
-from corediff.engine.sampling import guided
 from corediff.engine.trainer import lr_factor
 
 
@@ -89,22 +88,6 @@ def test_lr_factor_warmup_then_cosine():
         expected = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
         assert lr_factor(step, warmup, total, floor) == pytest.approx(expected)
     assert lr_factor(500, warmup, total, floor) == pytest.approx(floor)
-
-
-def test_guidance_combines_conditional_and_null_outputs():
-    generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(11, 2, 1, 1, generator=generator)
-
-    def model(x, t, y):  # a label-dependent affine map, null label = 10
-        return x * weight[y] + t[:, None, None, None]
-
-    x = torch.randn(4, 2, 3, 3, generator=generator)
-    t, y = torch.tensor([1, 5, 9, 3]), torch.tensor([0, 3, 7, 9])
-    scale = 2.5
-    expected = model(x, t, torch.full_like(y, 10)) + scale * (
-        model(x, t, y) - model(x, t, torch.full_like(y, 10)))
-    torch.testing.assert_close(guided(model, y, scale, null_label=10)(x, t), expected)
-    torch.testing.assert_close(guided(model, y, 1.0, null_label=10)(x, t), model(x, t, y))
 
 
 def test_sampler_type_override_keeps_only_keys_the_new_sampler_has():

@@ -205,7 +205,7 @@ def test_eval_command_prints_metrics_and_writes_json(
     assert sum(report["digits"]["class_histogram"]) == 12
     assert math.isfinite(report["digits"]["fd"])
     if method == "gaussian":
-        assert report["sampler"]["type"] == "ddim" and report["network_calls"] == 5
+        assert report["sampler"]["type"] == "ddim" and report["nfe"] == 5
         assert "restoration" not in report
     else:
         restoration = report["restoration"]

@@ -8,7 +8,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
 
-from corediff_plugins._gaussian import RespacedSamplerConfig, space_timesteps
+from corediff.timesteps import TimeGridConfig, space_timesteps
 from corediff_plugins.schedules.cosine import CosineSchedule
 from corediff_plugins.schedules.linear import LinearSchedule
 from corediff_plugins.schedules.quadratic import QuadraticSchedule
@@ -83,7 +83,7 @@ def test_improved_diffusion_spacings():
 
 
 def test_spacing_config_validation():
-    assert RespacedSamplerConfig(type="x", spacing="ddim50", steps=50).steps == 50
+    assert TimeGridConfig(type="x", spacing="ddim50", steps=50).steps == 50
     for bad in ({"spacing": "ddim50", "steps": 40}, {"spacing": "fancy"}, {"spacing": "3,,4"}):
         with pytest.raises(ValueError):
-            RespacedSamplerConfig(type="x", **bad)
+            TimeGridConfig(type="x", **bad)

@@ -9,8 +9,8 @@ import torch
 from diffusers.models.embeddings import get_timestep_embedding
 
 from corediff.errors import ConfigError
-from corediff_plugins._layers import timestep_embedding
 from corediff_plugins.models.dit import DiT, DiTConfig
+from corediff_plugins.models.layers import timestep_embedding
 from corediff_plugins.models.unet import AttentionBlock, UNet, UNetConfig
 
 TINY = {"unet": (UNet, UNetConfig(preset="tiny")), "dit": (DiT, DiTConfig(preset="tiny"))}

@@ -158,8 +158,11 @@ def test_building_a_recipe_imports_only_the_plugins_it_names():
         "import sys, corediff\n"
         f"recipe = corediff.load_recipe({str(recipe)!r})\n"
         "corediff.build(recipe)\n"
-        "mods = sorted(m for m in sys.modules if m.startswith('corediff_plugins.')\n"
-        "              and not m.split('.')[-1].startswith('_') and m.count('.') == 2)\n"
+        "from importlib.metadata import entry_points\n"
+        "from corediff.registry import GROUPS\n"
+        "targets = {ep.value.partition(':')[0] for g in GROUPS.values()\n"
+        "           for ep in entry_points(group=g)}\n"
+        "mods = sorted(m for m in sys.modules if m in targets)\n"
         "print(','.join(mods))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -29,13 +29,14 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from corediff import __version__
-from corediff.builder import Pipeline, build
+from corediff.builder import build
 from corediff.engine import checkpoint
 from corediff.engine.distributed import Context, barrier, gather, mean_across
 from corediff.engine.factor_cache import FactorCache
 from corediff.engine.rundir import MetricsLog, RunDir
-from corediff.engine.sampling import generate, grid_columns, save_grid
+from corediff.engine.sampling import grid_columns, save_grid
 from corediff.errors import TrainingError
+from corediff.pipeline import Pipeline
 from corediff.recipe import Recipe, recipe_to_toml
 
 FIT_IMAGES = 512
@@ -50,7 +51,7 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class _ResumableSampler(DistributedSampler):
+class _ResumableDataSampler(DistributedSampler):
     """DistributedSampler whose next epoch can start ``skip`` indices in (resume mid-epoch)."""
 
     skip = 0
@@ -78,16 +79,24 @@ class _Indexed(torch.utils.data.Dataset):
 Batch = tuple[Tensor, Tensor, Tensor | None]  # (dataset indices, x0, y)
 
 
-class Trainer:
-    """Builds a recipe's pipeline and optimiser state; ``train()`` runs to ``train.steps``."""
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (before building a pipeline, so
+    the network's initial weights follow the recipe's seed)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
-    def __init__(self, recipe: Recipe, run: RunDir, context: Context) -> None:
-        self.recipe, self.run, self.context = recipe, run, context
+
+class Trainer:
+    """Trains a built pipeline (its recipe's [train] and [run] settings) into a run
+    directory; ``train()`` runs to ``train.steps``."""
+
+    def __init__(self, pipeline: Pipeline, run: RunDir, context: Context) -> None:
+        if pipeline.dataset is None:
+            raise TrainingError("a pipeline built without its dataset (data_spec=...) cannot train")
+        self.pipeline, self.run, self.context = pipeline, run, context
+        self.recipe = recipe = pipeline.recipe
         cfg, seed = recipe.train, recipe.run.seed
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        self.pipeline: Pipeline = build(recipe)
         if context.distributed:  # same initial weights everywhere, distinct dropout masks
             torch.manual_seed(seed + 1000 * context.rank)
         dataset = self.pipeline.dataset
@@ -107,13 +116,13 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio),
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.generator = torch.Generator(device).manual_seed(seed + 1000 * context.rank)
-        self.sampler = _ResumableSampler(
+        self.data_sampler = _ResumableDataSampler(
             dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed
         )
         self.loader_generator = torch.Generator()
@@ -121,9 +130,10 @@ class Trainer:
         self.factor_cache = (FactorCache(degradation, len(dataset))
                              if FactorCache.supports(degradation) else None)
         self.loader = DataLoader(
-            _Indexed(dataset), batch_size=cfg.batch_size, sampler=self.sampler,
+            _Indexed(dataset), batch_size=cfg.batch_size, sampler=self.data_sampler,
             num_workers=cfg.num_workers, generator=self.loader_generator,
-            drop_last=len(self.sampler) >= cfg.batch_size, pin_memory=device.type == "cuda",
+            drop_last=len(self.data_sampler) >= cfg.batch_size,
+            pin_memory=device.type == "cuda",
         )
         self.step = 0
         self.smoothed: float | None = None
@@ -152,7 +162,8 @@ class Trainer:
             "world_size": self.context.world_size,
             "data_spec": {"channels": spec.channels, "image_size": spec.image_size,
                           "num_classes": spec.num_classes},
-            "optimizer": self.optimizer.state_dict(), "scheduler": _scheduler_state(self),
+            # the LR scheduler's key stays "scheduler": existing checkpoints must resume
+            "optimizer": self.optimizer.state_dict(), "scheduler": _lr_scheduler_state(self),
             "scaler": self.scaler.state_dict(), "ranks": per_rank,
             "rng": {"numpy": np.random.get_state(), "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -166,7 +177,7 @@ class Trainer:
         optimizer = state["optimizer"]
         optimizer["state"] = {int(k): v for k, v in optimizer["state"].items()}
         self.optimizer.load_state_dict(optimizer)
-        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
+        self.lr_scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
         self.scaler.load_state_dict(state["scaler"])
         if len(state["ranks"]) == self.context.world_size:
             self.generator.set_state(state["ranks"][self.context.rank]["generator"])
@@ -207,8 +218,8 @@ class Trainer:
         epoch, skip = divmod(self.step * cfg.grad_accum, len(self.loader))
         conditional = self.pipeline.data_spec.num_classes is not None
         while True:
-            self.sampler.set_epoch(epoch)
-            self.sampler.skip = skip * cfg.batch_size
+            self.data_sampler.set_epoch(epoch)
+            self.data_sampler.skip = skip * cfg.batch_size
             self.loader_generator.manual_seed(self.recipe.run.seed * 100_003 + epoch)
             for index, x0, y in self.loader:
                 x0 = x0.to(device, non_blocking=True)
@@ -254,7 +265,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        self.lr_scheduler.step()
         self.step += 1
         self.ema.update(self.model, step=self.step)
         return total, grad_norm
@@ -318,26 +329,27 @@ class Trainer:
         losses, norms = zip(*self.pending, strict=True)
         self.pending = []
         return {"step": self.step, "loss": sum(losses) / len(losses),
-                "lr": self.scheduler.get_last_lr()[0], "grad_norm": sum(norms) / len(norms),
+                "lr": self.lr_scheduler.get_last_lr()[0], "grad_norm": sum(norms) / len(norms),
                 "images_per_s": images_per_s}
 
     def sample_grid(self, path: Path) -> None:
         """A grid of [sample] n images from the EMA weights with the [sample] settings."""
         cfg = self.recipe.sample
         model = self.ema.module if cfg.use_ema else self.model
-        images, _ = generate(self.pipeline, model.eval(), cfg.n, seed=cfg.seed,
-                             batch_size=cfg.batch_size, guidance_scale=cfg.guidance_scale,
-                             label=cfg.label)
+        images = self.pipeline.sample(cfg.n, labels=cfg.label, seed=cfg.seed, model=model.eval())
         save_grid(images, path, nrow=grid_columns(self.pipeline, cfg.n))
         self.model.train()
 
 
-def _scheduler_state(trainer: Trainer) -> dict[str, Any]:
-    return {k: v for k, v in trainer.scheduler.state_dict().items() if k != "lr_lambdas"}
+def _lr_scheduler_state(trainer: Trainer) -> dict[str, Any]:
+    return {k: v for k, v in trainer.lr_scheduler.state_dict().items() if k != "lr_lambdas"}
 
 
-def run_training(recipe: Recipe, run: RunDir, context: Context, *, resume: bool) -> Trainer:
-    """Train a recipe into a run directory, from scratch or from its last checkpoint."""
+def run_training(
+    recipe: Recipe | Pipeline, run: RunDir, context: Context, *, resume: bool
+) -> Trainer:
+    """Train a recipe (built here, after seeding) or an already built pipeline into a run
+    directory, from scratch or from its last checkpoint."""
     last = run.checkpoint("last")
     found = checkpoint.find(last)
     if resume and found is None:
@@ -347,7 +359,13 @@ def run_training(recipe: Recipe, run: RunDir, context: Context, *, resume: bool)
             f"run directory '{run.root}' already holds a checkpoint; continue it with --resume "
             "or start a new run with --run-dir DIR or --set run.name=NAME"
         )
-    trainer = Trainer(recipe, run, context)
+    if isinstance(recipe, Pipeline):
+        pipeline = recipe
+    else:
+        seed_everything(recipe.run.seed)
+        pipeline = build(recipe)
+    recipe = pipeline.recipe
+    trainer = Trainer(pipeline, run, context)
     if found is not None:
         trainer.load(found)
     else:

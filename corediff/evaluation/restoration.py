@@ -11,12 +11,10 @@ direct reconstruction R(x_T, T) and the sampled result are each compared with x0
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 
-from corediff.builder import Pipeline
-from corediff.engine.sampling import restore
-from corediff.interfaces import DenoiseFn
+from corediff.pipeline import Pipeline
 
 DATA_RANGE = 2.0
 #: Floor of the MSE in PSNR, so identical images score a finite 106 dB.
@@ -78,13 +76,15 @@ def image_metrics(x: Tensor, reference: Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def restoration_metrics(
-    pipeline: Pipeline, model: DenoiseFn, x0: Tensor, *, seed: int = 0
+    pipeline: Pipeline, model: nn.Module, x0: Tensor, *, labels: Tensor | None = None,
+    seed: int = 0,
 ) -> dict[str, object]:
     """Degrade real images x0 [B, C, H, W] to the prior's start step, restore them with the
     pipeline's sampler, and score the degraded input, direct reconstruction and sample
-    (the last two clamped to the data range, as images would be saved)."""
+    (the last two clamped to the data range, as images would be saved); with ``labels`` the
+    network is conditioned (and guided) on them."""
     start = pipeline.prior.start_step()
-    degraded, direct, sample = restore(pipeline, model, x0, start=start, seed=seed)
+    degraded, direct, sample = pipeline.restore(x0, start, labels=labels, seed=seed, model=model)
     return {
         "start_step": start,
         "degraded": image_metrics(degraded, x0),

@@ -26,7 +26,7 @@ import torch
 from corediff.engine.distributed import setup
 from corediff.engine.rundir import RunDir
 from corediff.engine.trainer import run_training
-from corediff.evaluation.commands import evaluate_checkpoint
+from corediff.evaluation.report import evaluate_checkpoint
 from corediff.recipe import parse_recipe
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -116,9 +116,8 @@ def run_all(root: Path, steps: int, n: int) -> tuple[list[dict[str, Any]], dict[
         train_seconds[method] = time.perf_counter() - clock
     reports = []
     for label, method, sampler in ROWS:
-        path = RunDir(root / method).checkpoint("last")
         _, report = evaluate_checkpoint(
-            path, [f"diffusion.sampler={_toml_inline(sampler)}"], n=n, seed=0
+            root / method, [f"diffusion.sampler={_toml_inline(sampler)}"], n=n, seed=0
         )
         reports.append({"label": label, "method": method, **report})
     return reports, train_seconds
@@ -137,14 +136,14 @@ def markdown(reports: list[dict[str, Any]], train_seconds: dict[str, float], *, 
         f"(0.42 M parameters) each trained {steps} steps × 64 images; {n} samples per row "
         "scored against the 297 held-out digits.",
         "",
-        "| method | model | network calls | FD ↓ | confidence ↑ | class entropy (bits) ↑ "
+        "| method | model | nfe | FD ↓ | confidence ↑ | class entropy (bits) ↑ "
         "| sampling s |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in reports:
         digits = r["digits"]
         lines.append(
-            f"| {r['label']} | {r['method']} | {r['network_calls']} | {_cell(digits['fd'])} "
+            f"| {r['label']} | {r['method']} | {r['nfe']} | {_cell(digits['fd'])} "
             f"| {_cell(digits['confidence'], 3)} "
             f"| {_cell(class_entropy(digits['class_histogram']), 2)} "
             f"| {_cell(r['sampling_seconds'])} |"

@@ -1,0 +1,376 @@
+"""Conformance checks every plugin passes — importable, so a third-party package runs the same
+suite in its own CI as corediff runs over its first-party plugins.
+
+    # tests/test_conformance.py of your package
+    import pytest
+    from corediff.testing import conformance_cases
+
+    @pytest.mark.parametrize("case", conformance_cases(names={"my_sampler"}), ids=str)
+    def test_conformance(case):
+        case.run()
+
+or, for one plugin, ``corediff.testing.check_plugin("sampler", "my_sampler")``.
+
+Companions are chosen by capability: for each degradation the plugin is compatible with, the
+first chain of the other diffusion kinds that passes the recipe's compatibility check is
+built (small T, 8×8 images). What is checked, per kind:
+
+* schedule: ``values()`` float64 [T + 1], finite, repeatable;
+* degradation: shape/dtype/device kept, ``D(x0, 0) = x0``, deterministic given the noise,
+  seeded noise repeatable, ``degrade_many`` equal to ``degrade``;
+* parameterization: finite x̂0, target and per-sample loss of the right shapes;
+* loss weighting: finite non-negative weights [B], repeatable;
+* sampler: descending steps from T, seeded runs repeatable, the trajectory visits
+  ``timesteps()``, ``nfe`` equals ``nfe()`` and the network calls made; a deterministic
+  sampler driven by the true-x0 oracle (the network output whose prediction is x0) returns
+  the data (:func:`check_sampler_oracle`);
+* guidance: the combination of two equal outputs is the unguided prediction;
+* prior: seeded samples repeatable, start step in 1..T;
+* model: output shape, repeatable, takes the null label ``num_classes`` and ``y=None``;
+* dataset: images [C, S, S] float32 in [-1, 1], int labels, ``describe`` agrees;
+* every config: JSON round trip, frozen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from corediff.config import ComponentConfig
+from corediff.interfaces import DataSpec
+from corediff.kinds import BY_NAME, DIFFUSION_KINDS, KINDS
+from corediff.recipe import check_compatibility
+from corediff.registry import registry
+
+STEPS = 25
+IMAGES = 4
+#: Devices checked: the CPU, and CUDA when present.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+Chain = dict[str, type]
+
+
+def images(device: str = "cpu", channels: int = 3, size: int = 8,
+           dtype: torch.dtype = torch.float32) -> Tensor:
+    """Fixed random images [IMAGES, channels, size, size] in [-1, 1]."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(IMAGES, channels, size, size, generator=generator, dtype=dtype) * 2 - 1
+    return x.to(device)
+
+
+def make_config(cls: type, **fields: Any) -> ComponentConfig:
+    """A plugin's default config (schedules get T = STEPS)."""
+    if cls.kind == "schedule" and "steps" in cls.Config.model_fields:
+        fields.setdefault("steps", STEPS)
+    return cls.Config(**fields)
+
+
+def chains(kind: str, name: str) -> list[Chain]:
+    """For each degradation compatible with plugin (kind, name): the first chain of diffusion
+    component classes (one per diffusion kind) that passes the compatibility check."""
+    target = registry(kind).get(name)
+    options = {k: [target] if k == kind else [registry(k).get(n) for n in registry(k).names()]
+               for k in DIFFUSION_KINDS}
+    found: dict[type, Chain] = {}
+    for combo in itertools.product(*options.values()):
+        classes = dict(zip(DIFFUSION_KINDS, combo, strict=True))
+        if classes["degradation"] in found:
+            continue
+        if not check_compatibility({BY_NAME[k].table: c for k, c in classes.items()}):
+            found[classes["degradation"]] = classes
+    return list(found.values())
+
+
+def build_chain(classes: Chain, device: str = "cpu") -> dict[str, Any]:
+    """Build a chain with default configs (in the kinds table's order) and fit it on images."""
+    built: dict[str, Any] = {}
+    for kind in KINDS:
+        if kind.name in classes:
+            cls = classes[kind.name]
+            deps = {dep: built[dep] for dep in kind.dependencies}
+            built[kind.name] = cls(make_config(cls), **deps)
+    for component in built.values():
+        component.fit(images(device).cpu())
+    return built
+
+
+def assert_round_trip(config: ComponentConfig) -> None:
+    """A config survives dump/validate and JSON, and is frozen."""
+    cls = type(config)
+    assert cls.model_validate(config.model_dump()) == config
+    assert cls.model_validate_json(config.model_dump_json()) == config
+    try:
+        config.type = "changed"  # type: ignore[misc]
+    except Exception:  # noqa: BLE001 - pydantic raises its own frozen error
+        return
+    raise AssertionError(f"config {cls.__name__} is not frozen")
+
+
+def _close(actual: Tensor, expected: Tensor, atol: float, what: str, rtol: float = 0) -> None:
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol,
+                               msg=lambda m: f"{what}: {m}")
+
+
+# -- per kind ------------------------------------------------------------------------------
+def check_schedule(classes: Chain, device: str = "cpu") -> None:
+    schedule = build_chain(classes)["schedule"]
+    values = schedule.values()
+    assert values.dtype == torch.float64 and values.shape == (schedule.steps + 1,)
+    assert torch.isfinite(values).all()
+    assert torch.equal(values, schedule.values())
+    assert_round_trip(schedule.config)
+
+
+def check_degradation(classes: Chain, device: str = "cpu") -> None:
+    degradation = build_chain(classes, device)["degradation"]
+    x0 = images(device)
+    t = torch.tensor([0, 1, STEPS // 2, STEPS], device=device)
+    noise = degradation.sample_noise(x0, torch.Generator(device).manual_seed(1))
+    out = degradation.degrade(x0, t, noise)
+    assert out.shape == x0.shape and out.dtype == x0.dtype and out.device == x0.device
+    _close(out[0], x0[0], 1e-5, "D(x0, 0) = x0")
+    assert torch.equal(out, degradation.degrade(x0, t, noise)), "deterministic given noise"
+    again = degradation.sample_noise(x0, torch.Generator(device).manual_seed(1))
+    assert (noise is None) == (again is None) and (noise is None or torch.equal(noise, again))
+    assert (noise is None) == ("deterministic" in degradation.provides)
+    many = degradation.degrade_many(x0, [t, t.clamp(min=1) - 1], noise)
+    _close(many[0], out, 1e-5, "degrade_many[0]")
+    _close(many[1], degradation.degrade(x0, t.clamp(min=1) - 1, noise), 1e-5, "degrade_many[1]")
+    assert_round_trip(degradation.config)
+
+
+def check_parameterization(classes: Chain, device: str = "cpu") -> None:
+    built = build_chain(classes, device)
+    param, degradation = built["parameterization"], built["degradation"]
+    x0 = images(device)
+    t = torch.tensor([1, 2, STEPS // 2, STEPS], device=device)
+    noise = degradation.sample_noise(x0, torch.Generator(device).manual_seed(2))
+    x_t = degradation.degrade(x0, t, noise)
+    output = torch.randn(IMAGES, param.output_channels(3), 8, 8,
+                         generator=torch.Generator().manual_seed(3)).to(device)
+    prediction = param.predict(output, x_t, t)
+    assert prediction.x0.shape == x0.shape and torch.isfinite(prediction.x0).all()
+    assert param.target(x0, x_t, t, noise).shape == x0.shape
+    per_sample = param.loss(output, x0, x_t, t, noise, lambda a, b: (a - b).square())
+    assert per_sample.shape == (IMAGES,) and torch.isfinite(per_sample).all()
+    assert param.x0_loss_scale(t).shape == (IMAGES,)
+    assert_round_trip(param.config)
+
+
+def check_loss_weighting(classes: Chain, device: str = "cpu") -> None:
+    weighting = build_chain(classes, device)["loss_weighting"]
+    t = torch.arange(1, STEPS + 1, device=device)
+    weight = weighting.weight(t)
+    assert weight.shape == t.shape and weight.is_floating_point()
+    assert torch.isfinite(weight).all() and (weight >= 0).all()
+    assert torch.equal(weight, weighting.weight(t))
+    a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    assert weighting.per_element(a, b).shape == a.shape
+    assert_round_trip(weighting.config)
+
+
+def oracle(built: dict[str, Any], x0: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """The network output whose prediction is the true x0 at any (x_t, t): the
+    parameterization's target for x0 and the noise that maps x0 to x_t (zeros for the
+    learned-variance channels)."""
+    param, degradation = built["parameterization"], built["degradation"]
+
+    def network(x_t: Tensor, t: Tensor) -> Tensor:
+        noise = degradation.estimate_noise(x_t, x0, t)
+        target = param.target(x0, x_t, t, noise)
+        extra = param.output_channels(x0.shape[1]) - x0.shape[1]
+        return torch.cat([target, target.new_zeros(x0.shape[0], extra, *x0.shape[2:])], 1)
+
+    return network
+
+
+def check_sampler(classes: Chain, device: str = "cpu") -> None:
+    built = build_chain(classes, device)
+    sampler, param = built["sampler"], built["parameterization"]
+    x_T = images(device)
+    calls = []
+
+    def model(x: Tensor, t: Tensor) -> Tensor:
+        assert t.dtype == torch.long and t.shape == (x.shape[0],)
+        calls.append(1)
+        return (torch.tanh(x) * 0.5).repeat(1, param.output_channels(3) // 3, 1, 1)
+
+    steps = sampler.timesteps()
+    assert steps == sorted(steps, reverse=True) and steps[0] == STEPS and steps[-1] >= 1
+    runs = [sampler.sample(model, x_T, generator=torch.Generator(device).manual_seed(4),
+                           trajectory=True) for _ in range(2)]
+    result = runs[0]
+    assert result.sample.shape == x_T.shape and result.sample.device == x_T.device
+    assert result.sample.dtype == x_T.dtype and torch.isfinite(result.sample).all()
+    assert result.direct.shape == x_T.shape
+    assert torch.equal(result.sample, runs[1].sample), "seeded runs must repeat"
+    assert [step.t for step in result.trajectory] == steps
+    assert result.nfe == sampler.nfe() == len(calls) // 2, (
+        f"nfe: result {result.nfe}, nfe() {sampler.nfe()}, network calls {len(calls) // 2}")
+    check_sampler_oracle(classes, device)
+    assert_round_trip(sampler.config)
+
+
+def check_sampler_oracle(classes: Chain, device: str = "cpu") -> None:
+    """A deterministic sampler (same result under two different seeds) driven by the true-x0
+    oracle from x_T = D(x0, T) returns x0 (float64, to 1e-6)."""
+    built = build_chain(classes, device)
+    sampler, degradation = built["sampler"], built["degradation"]
+    x0 = images(device, dtype=torch.float64)
+    t = torch.full((IMAGES,), STEPS, device=device)
+    x_T = degradation.degrade(x0, t, degradation.sample_noise(
+        x0, torch.Generator(device).manual_seed(5)))
+    network = oracle(built, x0)
+    first, second = (sampler.sample(network, x_T, generator=torch.Generator(device).manual_seed(s))
+                     for s in (6, 7))
+    if torch.equal(first.sample, second.sample):
+        _close(first.sample, x0, 1e-6, "deterministic sampler with the true-x0 oracle")
+
+
+def check_guidance(classes: Chain, device: str = "cpu") -> None:
+    built = build_chain(classes, device)
+    guidance, param, degradation = built["guidance"], built["parameterization"], built[
+        "degradation"]
+    x0 = images(device)
+    t = torch.tensor([1, 2, STEPS // 2, STEPS], device=device)
+    x_t = degradation.degrade(x0, t, degradation.sample_noise(
+        x0, torch.Generator(device).manual_seed(8)))
+    out = torch.tanh(x_t).repeat(1, param.output_channels(3) // 3, 1, 1)
+    assert all(isinstance(guidance.active(s), bool) for s in range(1, STEPS + 1))
+    guided = guidance.combine(out, out, x_t, t)
+    _close(guided.x0, param.predict(out, x_t, t).x0, 1e-5, "guidance of equal outputs", 1e-5)
+    assert_round_trip(guidance.config)
+
+
+def check_prior(classes: Chain, device: str = "cpu") -> None:
+    prior = build_chain(classes, device)["prior"]
+    shape = (IMAGES, 3, 8, 8)
+    first = prior.sample(shape, generator=torch.Generator(device).manual_seed(5), device=device)
+    second = prior.sample(shape, generator=torch.Generator(device).manual_seed(5), device=device)
+    assert first.shape == shape and torch.isfinite(first).all()
+    assert first.device.type == torch.device(device).type
+    assert torch.equal(first, second)
+    assert 0 < prior.start_step() <= STEPS
+    assert_round_trip(prior.config)
+
+
+def check_model(cls: type, device: str = "cpu") -> None:
+    spec = DataSpec(channels=3, image_size=16, num_classes=10)
+    assert cls.check_data_spec(cls.Config(), spec) == []
+
+    def build() -> Any:
+        torch.manual_seed(6)
+        return cls(cls.Config(), in_channels=spec.channels, out_channels=6,
+                   image_size=spec.image_size, num_classes=spec.num_classes).to(device)
+
+    model = build()
+    assert model.null_label == spec.num_classes
+    x = images(device, size=16)
+    t = torch.tensor([0, 1, 500, 999], device=device)
+    y = torch.tensor([0, 1, 2, model.null_label], device=device)
+    out = model(x, t, y)
+    assert out.shape == (IMAGES, 6, 16, 16) and out.device == x.device
+    assert torch.equal(out, build()(x, t, y))
+    assert model(x, t).shape == out.shape  # y=None: unconditional
+    assert_round_trip(model.config)
+
+
+def write_image_folder(root: Path) -> Path:
+    """Six small random PNGs in class folders cat/ and dog/ under root."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(7)
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for index in range(3):
+            pixels = torch.randint(0, 256, (20, 24, 3), generator=generator, dtype=torch.uint8)
+            Image.fromarray(pixels.numpy()).save(root / label / f"{index}.png")
+    return root
+
+
+def check_dataset(cls: type, device: str = "cpu") -> None:
+    """A dataset with defaults (a required ``root`` gets a folder of generated PNGs)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        required = {k for k, f in cls.Config.model_fields.items() if f.is_required()}
+        root = write_image_folder(Path(tmp)) if "root" in required else None
+        config = cls.Config(**({"root": str(root)} if root is not None else {}))
+        dataset = cls(config)
+        assert len(dataset) > 0
+        image, label = dataset[0]
+    assert image.shape == (dataset.channels, dataset.image_size, dataset.image_size)
+    assert image.dtype == torch.float32 and image.min() >= -1 and image.max() <= 1
+    assert isinstance(label, int)
+    assert label == -1 if dataset.num_classes is None else 0 <= label < dataset.num_classes
+    described = cls.describe(config)
+    if described is not None:
+        assert (described.channels, described.image_size) == (dataset.channels,
+                                                               dataset.image_size)
+    assert_round_trip(dataset.config)
+
+
+CHECKS: dict[str, Callable[..., None]] = {
+    "schedule": check_schedule, "degradation": check_degradation,
+    "parameterization": check_parameterization, "loss_weighting": check_loss_weighting,
+    "sampler": check_sampler, "guidance": check_guidance, "prior": check_prior,
+    "model": check_model, "dataset": check_dataset,
+}
+assert set(CHECKS) == set(BY_NAME), "every kind has a conformance check"
+
+
+# -- cases ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Case:
+    """One conformance check: a plugin, its companions (diffusion kinds) and a device."""
+
+    kind: str
+    name: str
+    device: str
+    chain: tuple[tuple[str, type], ...] = ()
+
+    def __str__(self) -> str:
+        degradation = dict(self.chain).get("degradation")
+        with_ = f"-with-{degradation.Config.model_fields['type'].default}" if degradation else ""
+        return f"{self.kind}-{self.name}{with_}-{self.device}"
+
+    def run(self) -> None:
+        """Run the check (raises AssertionError with what failed)."""
+        if self.chain:
+            CHECKS[self.kind](dict(self.chain), self.device)
+        else:
+            CHECKS[self.kind](registry(self.kind).get(self.name), self.device)
+
+
+def conformance_cases(
+    kinds: Iterable[str] | None = None, names: Iterable[str] | None = None,
+    devices: Iterable[str] | None = None,
+) -> list[Case]:
+    """Every check of every registered plugin (optionally only these kinds / plugin names)."""
+    wanted = set(names) if names is not None else None
+    cases = []
+    for kind in kinds if kinds is not None else BY_NAME:
+        for name in registry(kind).names():
+            if wanted is not None and name not in wanted:
+                continue
+            for device in devices if devices is not None else DEVICES:
+                if kind in DIFFUSION_KINDS:
+                    chained = chains(kind, name)
+                    cases += [Case(kind, name, device, tuple(c.items())) for c in chained]
+                else:
+                    cases.append(Case(kind, name, device))
+    return cases
+
+
+def check_plugin(kind: str, name: str, devices: Iterable[str] | None = None) -> int:
+    """Run every conformance check of one plugin; returns how many ran (at least 1)."""
+    cases = [c for c in conformance_cases([kind], [name], devices)]
+    assert cases, f"{kind} '{name}' is compatible with no chain of installed plugins"
+    for case in cases:
+        case.run()
+    return len(cases)

@@ -1,0 +1,1 @@
+"""First-party guidance plugins (one method per file)."""

@@ -1,0 +1,27 @@
+"""SNR weighting: the x0-space loss weighted by snr_t = ᾱ_t / (1 - ᾱ_t), i.e. L_simple of
+ε-prediction (Ho et al. 2020, eq. 14; Kingma et al. 2021, "Variational Diffusion Models",
+eq. 13), mapped onto any parameterization as snr / s(t)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor
+
+from corediff.interfaces import LossWeighting
+from corediff_plugins.loss_weightings.base import LossWeightingConfig, x0_ratio
+
+
+class SNRWeightingConfig(LossWeightingConfig):
+    type: Literal["snr"] = "snr"
+
+
+class SNRWeighting(LossWeighting):
+    """λ(t) = snr_t / s(t) on the parameterization's loss."""
+
+    Config = SNRWeightingConfig
+    requires = {"degradation": frozenset({"snr"})}
+
+    def weight(self, t: Tensor) -> Tensor:
+        snr = self.degradation.snr(t)
+        return x0_ratio(snr, self.parameterization.x0_loss_scale(t)).float()
