@@ -17,6 +17,7 @@ from importlib import import_module
 
 from corediff import __version__
 from corediff.errors import CorediffError
+from corediff.kinds import BY_NAME as KIND_NAMES
 
 EPILOG = """examples:
   corediff run recipes/quickstart.toml            train on embedded digits, then sample
@@ -122,8 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list or check installed plugins")
     plugin_cmds = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", required=True)
     listing = plugin_cmds.add_parser("list", help="list plugins (imports none of them)")
-    listing.add_argument("--kind", help="only this kind (e.g. sampler)")
+    listing.add_argument("--kind", choices=list(KIND_NAMES), help="only this kind")
     listing.set_defaults(func=_handler("corediff.commands.plugins:listing"))
+    show = plugin_cmds.add_parser(
+        "show", help="describe one plugin: origin, capabilities, requirements, config fields")
+    show.add_argument("name", help="plugin name (its recipe type), e.g. ddim")
+    show.add_argument("--kind", choices=list(KIND_NAMES), help="only this kind")
+    show.set_defaults(func=_handler("corediff.commands.plugins:show"))
     check = plugin_cmds.add_parser("check", help="load every plugin and report failures")
     check.set_defaults(func=_handler("corediff.commands.plugins:check"))
 

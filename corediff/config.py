@@ -8,6 +8,8 @@ written back to TOML unchanged.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -17,7 +19,22 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-class ComponentConfig(StrictModel):
-    """Base of every plugin's config: ``type`` names the plugin in its registry."""
+TYPE_DESCRIPTION = "Registered plugin name (the entry-point name); selects the plugin."
 
-    type: str = Field(description="Registered plugin name (the entry-point name).")
+
+class ComponentConfig(StrictModel):
+    """Base of every plugin's config: ``type`` names the plugin in its registry.
+
+    A plugin redeclares ``type: Literal["<name>"] = "<name>"``; its description is filled in
+    here so the JSON Schema and ``corediff plugins show`` describe it too.
+    """
+
+    type: str = Field(description=TYPE_DESCRIPTION)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        field = cls.model_fields.get("type")
+        if field is not None and not field.description:
+            field.description = TYPE_DESCRIPTION
+            cls.model_rebuild(force=True)

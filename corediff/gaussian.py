@@ -114,15 +114,16 @@ class GaussianTables:
         prev = torch.cat([alpha_bar[:1], alpha_bar[:-1]])
         coef_x0, coef_xt, var_small, var_large = posterior_coefficients(alpha_bar, prev)
         one_minus = 1.0 - alpha_bar
+        alpha, sigma = alpha_sigma(alpha_bar)
         # log β̃ clipped at t = 1 (where β̃ = 0) to β̃_2 as improved-diffusion (β_1 if T = 1).
         second = var_small[2:3] if alpha_bar.numel() > 2 else var_large[1:2]
         clipped = torch.cat([var_small[:1], second, var_small[2:]])
         self._host = {
             "alpha_bar": alpha_bar,
-            "sqrt_alpha_bar": alpha_bar.sqrt(),
-            "sqrt_one_minus": one_minus.sqrt(),
+            "sqrt_alpha_bar": alpha,
+            "sqrt_one_minus": sigma,
             "inv_sqrt_one_minus": torch.where(one_minus > 0, one_minus.rsqrt(), 0.0),
-            "snr": alpha_bar / one_minus,
+            "snr": snr(alpha_bar),
             "coef_x0": coef_x0,
             "coef_xt": coef_xt,
             "log_variance_min": clipped.log(),
@@ -143,6 +144,14 @@ class GaussianTables:
     def bcast(self, name: str, t: Tensor, like: Tensor) -> Tensor:
         """Table ``name`` at steps t, cast to like's dtype and shaped to broadcast over it."""
         return self.at(name, t).to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+    def alpha(self, t: Tensor, like: Tensor) -> Tensor:
+        """α_t = sqrt(ᾱ_t) at steps t, shaped and cast to broadcast over ``like``."""
+        return self.bcast("sqrt_alpha_bar", t, like)
+
+    def sigma(self, t: Tensor, like: Tensor) -> Tensor:
+        """σ_t = sqrt(1 − ᾱ_t) at steps t, shaped and cast to broadcast over ``like``."""
+        return self.bcast("sqrt_one_minus", t, like)
 
     def posterior_mean(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """Mean of q(x_{t-1} | x_t, x0)."""

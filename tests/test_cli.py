@@ -128,3 +128,49 @@ def test_command_package_sets_omp_wait_policy_and_imports_nothing_heavy() -> Non
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "PASSIVE []"
+
+
+def test_plugins_show_describes_a_plugin(capsys) -> None:
+    assert main(["plugins", "show", "ddim"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"sampler 'ddim' — corediff {__version__} "
+                          "(corediff_plugins.samplers.ddim:DDIMSampler)\n")
+    assert 'DDIM: Song et al. 2021, "Denoising Diffusion Implicit Models"' in out
+    assert "requires:\n  degradation providing gaussian\n" in out
+    assert "network evaluations per step: 1\n" in out
+    assert "config [diffusion.sampler]:\n" in out
+    assert "  steps: int > 0 | None, default None\n" in out
+    assert "  eta: float ≥ 0, default 0.0\n      η: 0 is deterministic DDIM" in out
+
+
+def test_plugins_show_capabilities_and_config_dependence(capsys) -> None:
+    assert main(["plugins", "show", "svd", "--kind", "degradation"]) == 0
+    out = capsys.readouterr().out
+    assert "provides (depends on the config: see its capabilities()):\n" in out
+    assert "  deterministic: degrade ignores noise" in out
+    assert "requires:\n  schedule providing rank\n" in out
+
+
+def test_plugins_show_unknown_name_suggests(capsys) -> None:
+    assert main(["plugins", "show", "ddimm"]) == 2
+    err = capsys.readouterr().err
+    assert "corediff: error: no plugin named 'ddimm'. Did you mean 'ddim'?" in err
+    assert main(["plugins", "show", "ddim", "--kind", "schedule"]) == 2
+    assert "no schedule plugin named 'ddim'" in capsys.readouterr().err
+
+
+def test_every_first_party_config_field_has_a_description() -> None:
+    from corediff.kinds import KINDS
+    from corediff.registry import registry
+
+    missing = []
+    for kind in KINDS:
+        for info in registry(kind.name).infos():
+            if info.distribution != "corediff":
+                continue
+            config = registry(kind.name).get(info.name).Config
+            missing += [f"{kind.name} {info.name}.{field}"
+                        for field, spec in config.model_fields.items() if not spec.description]
+    assert missing == []
+    schema = json.dumps(__import__("corediff.recipe", fromlist=["x"]).recipe_json_schema())
+    assert "Registered plugin name (the entry-point name)" in schema

@@ -7,6 +7,7 @@ from typing import Literal
 
 from torch import Tensor
 
+from corediff.gaussian import x0_from_eps
 from corediff.interfaces import Prediction
 from corediff_plugins.parameterizations.base import (
     GaussianParameterization,
@@ -25,10 +26,8 @@ class EpsParameterization(GaussianParameterization):
     requires = {"degradation": frozenset({"gaussian"})}
 
     def interpret(self, output: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
-        tables = self.tables
-        x0 = ((x_t - tables.bcast("sqrt_one_minus", t, x_t) * output)
-              / tables.bcast("sqrt_alpha_bar", t, x_t))
-        return Prediction(x0=x0, eps=output)
+        alpha, sigma = self.tables.alpha(t, x_t), self.tables.sigma(t, x_t)
+        return Prediction(x0=x0_from_eps(x_t, output, alpha, sigma), eps=output)
 
     def target(self, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
         assert noise is not None, "ε-prediction trains on the sampled noise"

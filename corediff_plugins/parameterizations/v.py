@@ -8,6 +8,7 @@ from typing import Literal
 
 from torch import Tensor
 
+from corediff.gaussian import eps_from_v, v_from, x0_from_v
 from corediff.interfaces import Prediction
 from corediff_plugins.parameterizations.base import (
     GaussianParameterization,
@@ -26,15 +27,13 @@ class VParameterization(GaussianParameterization):
     requires = {"degradation": frozenset({"gaussian"})}
 
     def interpret(self, output: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
-        sqrt_alpha_bar = self.tables.bcast("sqrt_alpha_bar", t, x_t)
-        sqrt_one_minus = self.tables.bcast("sqrt_one_minus", t, x_t)
-        return Prediction(x0=sqrt_alpha_bar * x_t - sqrt_one_minus * output,
-                          eps=sqrt_alpha_bar * output + sqrt_one_minus * x_t)
+        alpha, sigma = self.tables.alpha(t, x_t), self.tables.sigma(t, x_t)
+        return Prediction(x0=x0_from_v(x_t, output, alpha, sigma),
+                          eps=eps_from_v(x_t, output, alpha, sigma))
 
     def target(self, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor | None) -> Tensor:
         assert noise is not None, "v-prediction trains on the sampled noise"
-        return (self.tables.bcast("sqrt_alpha_bar", t, x0) * noise
-                - self.tables.bcast("sqrt_one_minus", t, x0) * x0)
+        return v_from(x0, noise, self.tables.alpha(t, x0), self.tables.sigma(t, x0))
 
     def x0_loss_scale(self, t: Tensor) -> Tensor:
         return self.tables.at("snr", t) + 1
