@@ -8,7 +8,7 @@ written back to TOML unchanged.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,3 +38,10 @@ class ComponentConfig(StrictModel):
         if field is not None and not field.description:
             field.description = TYPE_DESCRIPTION
             cls.model_rebuild(force=True)
+
+
+class LossWeightingConfig(ComponentConfig):
+    """Config base of loss weightings: the element-wise loss ``LossWeighting.per_element``
+    applies."""
+
+    loss_type: Literal["l2", "l1"] = Field("l2", description="Element-wise loss: l2 or l1.")

@@ -228,8 +228,19 @@ class LossWeighting(Component):
     def weight(self, t: Tensor) -> Tensor:
         """Weights [B] (float) for steps t, on the parameterization's own loss."""
 
+    def from_x0_weight(self, weight_x0: Tensor, t: Tensor) -> Tensor:
+        """The weight on the parameterization's own loss that equals ``weight_x0`` on the x0
+        MSE: weight_x0 / s(t) with s = ``parameterization.x0_loss_scale(t)`` (float64).
+
+        0/0 and ∞/∞ (only at SNR ∈ {0, ∞} for weights and scales affine in the SNR, as
+        SNR-based weights are) take their limit 1.
+        """
+        ratio = weight_x0 / self.parameterization.x0_loss_scale(t).to(weight_x0)
+        return torch.where(ratio.isnan(), torch.ones_like(ratio), ratio)
+
     def per_element(self, output: Tensor, target: Tensor) -> Tensor:
-        """Element-wise loss: ``loss_type`` "l2" (default) or "l1"."""
+        """Element-wise loss: the config's ``loss_type`` (see
+        :class:`corediff.config.LossWeightingConfig`), "l2" when it has none, or "l1"."""
         loss_type = getattr(self.config, "loss_type", "l2")
         diff = output - target
         return diff.abs() if loss_type == "l1" else diff.square()

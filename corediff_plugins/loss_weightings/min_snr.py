@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import Field, PositiveFloat
 from torch import Tensor
 
+from corediff.config import LossWeightingConfig
 from corediff.interfaces import LossWeighting
-from corediff_plugins.loss_weightings.base import LossWeightingConfig, x0_ratio
 
 
 class MinSNRWeightingConfig(LossWeightingConfig):
@@ -26,4 +26,4 @@ class MinSNRWeighting(LossWeighting):
 
     def weight(self, t: Tensor) -> Tensor:
         clipped = self.degradation.snr(t).clamp(max=self.config.gamma)
-        return x0_ratio(clipped, self.parameterization.x0_loss_scale(t)).float()
+        return self.from_x0_weight(clipped, t).float()

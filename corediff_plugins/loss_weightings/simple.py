@@ -8,8 +8,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from corediff.config import LossWeightingConfig
 from corediff.interfaces import LossWeighting
-from corediff_plugins.loss_weightings.base import LossWeightingConfig
 
 
 class SimpleWeightingConfig(LossWeightingConfig):

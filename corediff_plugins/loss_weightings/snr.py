@@ -8,8 +8,8 @@ from typing import Literal
 
 from torch import Tensor
 
+from corediff.config import LossWeightingConfig
 from corediff.interfaces import LossWeighting
-from corediff_plugins.loss_weightings.base import LossWeightingConfig, x0_ratio
 
 
 class SNRWeightingConfig(LossWeightingConfig):
@@ -24,4 +24,4 @@ class SNRWeighting(LossWeighting):
 
     def weight(self, t: Tensor) -> Tensor:
         snr = self.degradation.snr(t)
-        return x0_ratio(snr, self.parameterization.x0_loss_scale(t)).float()
+        return self.from_x0_weight(snr, t).float()

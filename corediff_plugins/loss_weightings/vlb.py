@@ -11,9 +11,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from corediff.config import LossWeightingConfig
 from corediff.gaussian import posterior_coefficients
 from corediff.interfaces import LossWeighting
-from corediff_plugins.loss_weightings.base import LossWeightingConfig, x0_ratio
 
 
 class VLBWeightingConfig(LossWeightingConfig):
@@ -37,4 +37,4 @@ class VLBWeighting(LossWeighting):
         sigma2 = posterior_coefficients(self._alpha_bar(t_clip), self._alpha_bar(t_clip - 1))[2]
         weight_eps = beta.square() / (2 * sigma2 * alpha * (1 - alpha_bar))
         snr = self.degradation.snr(t)
-        return (weight_eps * x0_ratio(snr, self.parameterization.x0_loss_scale(t))).float()
+        return (weight_eps * self.from_x0_weight(snr, t)).float()

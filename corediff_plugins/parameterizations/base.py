@@ -1,5 +1,5 @@
-"""Base of the Gaussian parameterizations eps / x0 / mu / v (public: a third-party
-parameterization derives from it too).
+"""Base shared by the first-party Gaussian parameterizations eps / x0 / mu / v (their maths is
+public in :mod:`corediff.gaussian`).
 
 Subclasses turn the mean channels of the network output into a Prediction
 (:meth:`GaussianParameterization.interpret`); this base adds Improved DDPM's learned-range

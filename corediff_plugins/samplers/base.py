@@ -1,4 +1,5 @@
-"""Bases of the first-party sampler families (public: a third-party sampler may derive too).
+"""Bases shared by the first-party samplers (their grids come from the public
+:func:`corediff.timesteps.time_grid`, which a third-party sampler calls the same way).
 
 * :class:`RespacedSampler`: a Gaussian sampler on a respaced grid of steps (DDPM, DDIM),
   configured by :class:`corediff.timesteps.TimeGridConfig`.

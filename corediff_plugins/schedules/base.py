@@ -1,4 +1,4 @@
-"""Base of the ᾱ schedules (public: a third-party ᾱ schedule derives from it too).
+"""Base shared by the first-party ᾱ schedules (their maths is public in :mod:`corediff.gaussian`).
 
 A :class:`GaussianSchedule` is defined by its betas β_1..β_T; ``values()`` is ᾱ_0..ᾱ_T
 (capability "alpha_bar"), optionally rescaled to zero terminal SNR (Lin et al. 2023).
