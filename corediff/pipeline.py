@@ -13,6 +13,7 @@ own; the null label ``num_classes`` asks for unconditional samples.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,16 +110,18 @@ class Pipeline:
         self, n: int, *, labels: int | Tensor | None = None, seed: int = 0,
         generator: torch.Generator | None = None, batch_size: int | None = None,
         steps: int | None = None, trajectory: bool = False, model: nn.Module | None = None,
+        callback: Callable[[int, int], None] | None = None,
     ) -> Generated:
         """n samples from the prior through the sampler (see the module docstring).
 
         ``generator`` (on the model's device) overrides ``seed``; ``steps`` overrides the
-        sampler's step count; ``model`` replaces the pipeline's network (e.g. EMA weights).
+        sampler's step count; ``model`` replaces the pipeline's network (e.g. EMA weights);
+        ``callback(i, n)`` is called after each sampling step of each batch (a progress bar).
         """
         if steps is not None:
             return self.with_sampler(steps=steps).generate(
                 n, labels=labels, seed=seed, generator=generator, batch_size=batch_size,
-                trajectory=trajectory, model=model)
+                trajectory=trajectory, model=model, callback=callback)
         network = model if model is not None else self.model
         device = next(network.parameters()).device
         if generator is None:
@@ -136,7 +139,7 @@ class Pipeline:
             y = None if all_labels is None else all_labels[first:first + size]
             result = self.sampler.sample(
                 self.denoiser(y, network), x, start=start, generator=generator,
-                trajectory=trajectory and first == 0,
+                trajectory=trajectory and first == 0, callback=callback,
             )
             samples.append(result.sample.float().cpu())
             path, nfe = path or result.trajectory, result.nfe

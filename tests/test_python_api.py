@@ -71,3 +71,10 @@ def test_public_types_are_exported():
     for name in ("DataSpec", "Pipeline", "Denoiser", "Prediction", "SampleResult", "Step",
                  "train", "load", "KINDS"):
         assert getattr(corediff, name) is not None
+
+
+def test_progress_callback_sees_every_step_of_every_batch(trained):
+    _, pipeline = trained
+    seen: list[tuple[int, int]] = []
+    pipeline.generate(6, batch_size=4, callback=lambda i, n: seen.append((i, n)))
+    assert seen == [(i, 5) for i in range(5)] * 2

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from corediff.engine.images import load_images
 from corediff.engine.loading import load_model, open_checkpoint
@@ -26,8 +27,13 @@ def main(args: argparse.Namespace) -> int:
     model = load_model(loaded, cfg.use_ema)
     if args.restore:
         return _restore(pipeline, model, args, loaded.run_root, n=n, seed=seed)
-    generated = pipeline.generate(n, labels=cfg.label, seed=seed, model=model,
-                                  trajectory=args.trajectory)
+    batches = -(-n // cfg.batch_size)
+    total = batches * pipeline.sampler.nfe(pipeline.prior.start_step())
+    with tqdm(total=total, unit="nfe", desc="sampling", dynamic_ncols=True) as bar:
+        generated = pipeline.generate(n, labels=cfg.label, seed=seed, model=model,
+                                      trajectory=args.trajectory,
+                                      callback=lambda i, steps: bar.update(
+                                          pipeline.sampler.evaluations_per_step))
     images, steps = generated.images, generated.trajectory
     stem = f"{pipeline.recipe.diffusion.sampler.type}_seed{seed}"
     out = Path(args.out) if args.out else loaded.run_root / "generated" / (

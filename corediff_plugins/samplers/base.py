@@ -16,7 +16,7 @@ from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Denoise, Sampler, Step
-from corediff.timesteps import even_steps, space_timesteps, visited_steps
+from corediff.timesteps import time_grid
 
 
 class RespacedSampler(Sampler):
@@ -30,8 +30,7 @@ class RespacedSampler(Sampler):
         self.timesteps()  # refuse a grid the schedule cannot give when the sampler is built
 
     def timesteps(self, start: int | None = None) -> list[int]:
-        kept = space_timesteps(self.degradation.steps, self.config.steps, self.config.spacing)
-        return visited_steps(kept, self.degradation.steps, start)
+        return time_grid(self.degradation.steps, self.config.steps, self.config.spacing, start)
 
 
 class ColdSampler(Sampler):
@@ -45,7 +44,7 @@ class ColdSampler(Sampler):
     """
 
     def timesteps(self, start: int | None = None) -> list[int]:
-        return even_steps(self.degradation.steps, self.config.steps, start)
+        return time_grid(self.degradation.steps, self.config.steps, "even", start)
 
     @abstractmethod
     def update(
