@@ -208,10 +208,9 @@ class Parameterization(Component):
         return per_element(output, self.target(x0, x_t, t, noise)).flatten(1).mean(1)
 
 
-class LossWeighting(Component):
-    """Per-sample weight λ(t) of the training loss, plus the element-wise loss type."""
-
-    kind = "loss_weighting"
+class ParameterizedComponent(Component):  # noqa: B024 - a shared constructor, no new method
+    """Base of the kinds built from a degradation and a parameterization (loss weighting,
+    sampler, guidance): ``Cls(config, degradation=..., parameterization=...)``."""
 
     def __init__(
         self,
@@ -223,6 +222,12 @@ class LossWeighting(Component):
         super().__init__(config)
         self.degradation = degradation
         self.parameterization = parameterization
+
+
+class LossWeighting(ParameterizedComponent):
+    """Per-sample weight λ(t) of the training loss, plus the element-wise loss type."""
+
+    kind = "loss_weighting"
 
     @abstractmethod
     def weight(self, t: Tensor) -> Tensor:
@@ -311,7 +316,7 @@ class Denoise(Protocol):
     def __call__(self, x: Tensor, t: int) -> Prediction: ...
 
 
-class Sampler(Component):
+class Sampler(ParameterizedComponent):
     """Walks from x at step ``start`` (default T) down to step 0.
 
     The base class owns the loop (``sample``): no_grad, the visited steps, the trajectory,
@@ -324,17 +329,6 @@ class Sampler(Component):
 
     kind = "sampler"
     evaluations_per_step: ClassVar[int] = 1
-
-    def __init__(
-        self,
-        config: ComponentConfig | None = None,
-        *,
-        degradation: Degradation,
-        parameterization: Parameterization,
-    ) -> None:
-        super().__init__(config)
-        self.degradation = degradation
-        self.parameterization = parameterization
 
     @abstractmethod
     def timesteps(self, start: int | None = None) -> list[int]:
@@ -392,7 +386,7 @@ class Sampler(Component):
         return SampleResult(x, direct, path, denoise.evaluations - first_count)
 
 
-class Guidance(Component):
+class Guidance(ParameterizedComponent):
     """Combines a class-conditional network's conditional and unconditional outputs into the
     prediction a sampler uses (classifier-free guidance and its variants).
 
@@ -402,17 +396,6 @@ class Guidance(Component):
     """
 
     kind = "guidance"
-
-    def __init__(
-        self,
-        config: ComponentConfig | None = None,
-        *,
-        degradation: Degradation,
-        parameterization: Parameterization,
-    ) -> None:
-        super().__init__(config)
-        self.degradation = degradation
-        self.parameterization = parameterization
 
     @abstractmethod
     def active(self, t: int) -> bool:

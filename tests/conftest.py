@@ -1,7 +1,10 @@
-"""Shared fixtures: fake installed distributions for registry tests."""
+"""Shared fixtures: fake installed distributions for registry tests; example packages
+pip-installed (no network) into a temporary target."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,3 +47,17 @@ def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Calla
     registry_module.refresh()
     for module in [m for m in sys.modules if m.startswith("fake_")]:
         del sys.modules[module]
+
+
+def install_example(name: str, target: Path) -> dict[str, str]:
+    """pip-install ``examples/<name>`` (no deps, no index) into ``target``; returns an
+    environment whose PYTHONPATH puts it first, for subprocesses."""
+    source = Path(__file__).resolve().parents[1] / "examples" / name
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--no-build-isolation", "--target", str(target), str(source)],
+        check=True, capture_output=True,
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
+    return env

@@ -3,12 +3,12 @@ and used by a recipe end to end."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import install_example
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "corediff-pixelate"
@@ -59,15 +59,7 @@ device = "cpu"
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-         "--no-build-isolation", "--target", str(target), str(EXAMPLE)],
-        check=True, capture_output=True,
-    )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
-    return env
+    return install_example("corediff-pixelate", tmp_path_factory.mktemp("site"))
 
 
 def corediff(env: dict[str, str], *args: str, cwd: Path | None = None):

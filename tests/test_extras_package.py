@@ -5,7 +5,6 @@ three plugins trains and samples through the CLI."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import tomli_w
+from conftest import install_example
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "corediff-extras"
@@ -21,15 +21,7 @@ EXAMPLE = ROOT / "examples" / "corediff-extras"
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-         "--no-build-isolation", "--target", str(target), str(EXAMPLE)],
-        check=True, capture_output=True,
-    )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
-    return env
+    return install_example("corediff-extras", tmp_path_factory.mktemp("site"))
 
 
 def test_its_own_suite_passes(installed, tmp_path: Path) -> None:
