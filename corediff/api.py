@@ -18,14 +18,16 @@ from corediff.pipeline import Pipeline
 
 def train(
     recipe: object, *, run_dir: str | Path | None = None, resume: bool = False,
-    overrides: Iterable[str] = (),
+    overrides: Iterable[str] = (), overwrite: bool = False, force: bool = False,
 ) -> Pipeline:
     """Train into ``run_dir`` (default: ``<run.root>/<run.name>``) and return the trained
     pipeline with its EMA weights (as :func:`load` of the ``last`` checkpoint gives it).
 
     ``recipe`` is a path to a TOML recipe (``overrides`` applied), a validated Recipe, or a
     Pipeline built from one (components composed in Python train as they are; the stored
-    recipe is the pipeline's). ``resume`` continues from the run's ``last`` checkpoint.
+    recipe is the pipeline's). ``resume`` continues from the run's ``last`` checkpoint
+    (``force``: even if the recipe changes the objective); ``overwrite`` starts over in a run
+    directory that holds a run.
     Single process (use ``torchrun -m corediff train`` for DDP).
     """
     from corediff.engine import distributed
@@ -39,7 +41,8 @@ def train(
     root = Path(run_dir) if run_dir is not None else Path(settings.run.root) / settings.run.name
     context = distributed.setup(settings.run.device)
     try:
-        run_training(recipe, RunDir(root), context, resume=resume)
+        run_training(recipe, RunDir(root), context, resume=resume, overwrite=overwrite,
+                     force=force)
     finally:
         distributed.teardown(context)
     return load(root, which="last")

@@ -18,6 +18,7 @@ from importlib import import_module
 from corediff import __version__
 from corediff.errors import CorediffError
 from corediff.kinds import BY_NAME as KIND_NAMES
+from corediff.limits import MAX_SAMPLES, MAX_SEED, MAX_STEPS
 
 EPILOG = """examples:
   corediff run recipes/quickstart.toml            train on embedded digits, then sample
@@ -33,6 +34,21 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a recipe value (TOML syntax), e.g. --set train.steps=10; repeatable",
     )
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in low..high."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
 
 
 def _handler(target: str) -> Callable[[argparse.Namespace], int]:
@@ -67,7 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("recipe", help="path to a TOML recipe")
         _add_set(cmd)
         cmd.add_argument("--resume", action="store_true",
-                         help="continue from the run directory's last checkpoint")
+                         help="continue from the run directory's last checkpoint (the recipe "
+                         "may change only steps, logging, cadence, lr and its schedule, "
+                         "sampling and [run])")
+        cmd.add_argument("--force", action="store_true",
+                         help="with --resume: accept a recipe that changes the objective")
+        cmd.add_argument("--overwrite", action="store_true",
+                         help="start over in a run directory that holds a run (its "
+                         "checkpoints, metrics and samples are deleted)")
         cmd.add_argument("--run-dir", help="run directory (default: <run.root>/<run.name>)")
         cmd.set_defaults(func=_handler(f"corediff.commands.train:{name}"))
 
@@ -78,8 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
     _add_set(sample)
-    sample.add_argument("--n", type=int, help="number of samples (default: [sample] n)")
-    sample.add_argument("--seed", type=int, help="sampling seed (default: [sample] seed)")
+    sample.add_argument("--n", type=_bounded(1, MAX_SAMPLES),
+                        help="number of samples (default: [sample] n)")
+    sample.add_argument("--seed", type=_bounded(0, MAX_SEED),
+                        help="sampling seed (default: [sample] seed)")
     sample.add_argument("--checkpoint", choices=("best", "last"), default="last",
                         help="which checkpoint of a run directory (default: last)")
     sample.add_argument("--out", help="output PNG (grid) or directory (--individual)")
@@ -89,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--restore", metavar="IMAGE_OR_DIR",
                         help="conditional restoration: degrade these real images (up to --n) "
                         "and sample back; writes rows of original, degraded, direct x̂0, sampled")
-    sample.add_argument("--restore-step", type=int, metavar="T",
+    sample.add_argument("--restore-step", type=_bounded(1, MAX_STEPS), metavar="T",
                         help="step to degrade to for --restore (default: the prior's start step)")
     sample.set_defaults(func=_handler("corediff.commands.sample:main"))
 
@@ -100,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     degrade.add_argument("recipe", help="path to a TOML recipe")
     degrade.add_argument("--image", required=True, help="an image file")
-    degrade.add_argument("--n", type=int, default=8, help="number of steps shown (default 8)")
+    degrade.add_argument("--n", type=_bounded(1, 1000), default=8,
+                         help="number of steps shown (default 8)")
     degrade.add_argument("--out", help="output PNG (default: <image stem>_degraded.png)")
     _add_set(degrade)
     degrade.set_defaults(func=_handler("corediff.commands.degrade:main"))
@@ -114,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
     _add_set(evaluate)
-    evaluate.add_argument("--n", type=int, default=500, help="samples to generate (default 500)")
-    evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    evaluate.add_argument("--n", type=_bounded(2, MAX_SAMPLES), default=500,
+                          help="samples to generate (default 500)")
+    evaluate.add_argument("--seed", type=_bounded(0, MAX_SEED), default=0,
+                          help="sampling seed (default 0)")
     evaluate.add_argument("--checkpoint", choices=("best", "last"), default="last")
     evaluate.add_argument("--out", help="JSON output (default: <run dir>/eval.json)")
     evaluate.set_defaults(func=_handler("corediff.commands.evaluate:main"))
@@ -159,8 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CorediffError as exc:
         if args.traceback:
             traceback.print_exc()
-        print(f"corediff: error: {exc}", file=sys.stderr)
-        return 2
+        code = getattr(exc, "exit_code", 2)
+        print(f"corediff: {'error: ' if code == 2 else ''}{exc}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print("corediff: interrupted", file=sys.stderr)
         return 130

@@ -8,15 +8,29 @@ written back to TOML unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corediff.limits import MAX_BATCH, MAX_IMAGE_SIZE, MAX_SEED, MAX_STEPS
+
 
 class StrictModel(BaseModel):
-    """A frozen Pydantic model that refuses unknown keys."""
+    """A frozen Pydantic model that refuses unknown keys and infinite or NaN floats."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False
+    )
+
+
+#: T or a sampling step count: 1..MAX_STEPS.
+StepCount = Annotated[int, Field(gt=0, le=MAX_STEPS)]
+#: The side of square images: 1..MAX_IMAGE_SIZE pixels.
+ImageSize = Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE)]
+#: Images per batch: 1..MAX_BATCH.
+BatchSize = Annotated[int, Field(gt=0, le=MAX_BATCH)]
+#: A random seed: 0..2³²−1 (what every generator accepts).
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 TYPE_DESCRIPTION = "Registered plugin name (the entry-point name); selects the plugin."

@@ -22,6 +22,15 @@ class TrainingError(CorediffError):
     """Training cannot go on (a NaN loss, a bad checkpoint)."""
 
 
+class Interrupted(CorediffError):
+    """Training stopped on a signal after saving ``last``; the process exits with
+    128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' did you mean 'x'?' for the closest choice, or '' when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

@@ -9,6 +9,7 @@ at once, each naming the file, the table and key (``[diffusion.sampler] steps``)
 
 from __future__ import annotations
 
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -72,16 +73,40 @@ def recipe_error(source: str, problems: Iterable[Problem | str]) -> ConfigError:
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     """Read a TOML recipe, apply ``KEY=VALUE`` overrides, validate it and check it."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
+    try:  # only a regular file is opened: reading a FIFO would wait for a writer forever
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else (
+                "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket")
+            raise ConfigError(f"recipe file '{path}' is {kind}, not a regular file")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"recipe file '{path}' not found") from None
     except OSError as exc:
         raise ConfigError(f"recipe file '{path}' cannot be read: {exc.strerror}") from None
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:  # undecodable, or binary that happens to decode
+        raise ConfigError(f"recipe file '{path}' is not UTF-8 text")
+    try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    except RecursionError:
+        data = None
+    # nesting is bounded before anything recurses into the data (tomllib itself recurses)
+    max_nesting, deepest, stack = 64, 0, [(data, 1)]
+    while stack and deepest <= max_nesting:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in (
+                value.values() if isinstance(value, dict) else value))
+    if data is None or deepest > max_nesting:
+        raise ConfigError(f"{path}: TOML syntax error: tables and arrays nested more than "
+                          f"{max_nesting} levels deep")
     return parse_recipe(apply_overrides(data, overrides), source=str(path))
 
 
@@ -157,7 +182,8 @@ def parse_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
         recipe = None
     if problems:
         raise recipe_error(source, problems)
-    incompatible = check_compatibility(classes, configs) + check_data_spec(classes, configs)
+    incompatible = check_compatibility(classes, configs) + check_data_spec(
+        classes, configs, recipe.sample)
     if incompatible:
         raise recipe_error(source, incompatible)
     return recipe  # type: ignore[return-value]
@@ -174,10 +200,11 @@ def upgrade_recipe_data(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_data_spec(
-    classes: Mapping[tuple[str, ...], type], configs: Mapping[tuple[str, ...], ComponentConfig]
+    classes: Mapping[tuple[str, ...], type], configs: Mapping[tuple[str, ...], ComponentConfig],
+    sample: Any = None,
 ) -> list[str]:
-    """The model's refusals of the data (``Model.check_data_spec``), when the dataset can
-    describe its images from its config alone."""
+    """The model's refusals of the data (``Model.check_data_spec``) and a ``[sample] label``
+    outside the classes, when the dataset can describe its images from its config alone."""
     data_path, model_path = BY_NAME["dataset"].table, BY_NAME["model"].table
     if data_path not in classes or model_path not in classes:
         return []
@@ -185,7 +212,10 @@ def check_data_spec(
     if spec is None:
         return []
     model = classes[model_path]
-    return [
+    label, count = (sample.label if sample is not None else None), spec.num_classes
+    wrong_label = ([f"[sample] label = {label} is not a class of [data] (0..{count - 1})"]
+                   if label is not None and count is not None and label >= count else [])
+    return wrong_label + [
         f"[{'.'.join(model_path)}] model '{_name(model)}' cannot take the data of "
         f"[{'.'.join(data_path)}] ({spec.channels}×{spec.image_size}×{spec.image_size}): {why}"
         for why in model.check_data_spec(configs[model_path], spec)
@@ -244,6 +274,11 @@ def _message(err: Mapping[str, Any], model: type[BaseModel], loc: tuple) -> str:
         field_model = _model_at(model, loc)
         is_table = field_model is not None or _is_component(model, loc)
         return "required table is missing" if is_table else "required key is missing"
+    if kind == "string_pattern_mismatch":
+        owner = _model_at(model, loc[:-1])
+        field = owner.model_fields.get(str(loc[-1])) if owner else None
+        allowed = field.description if field is not None else err["msg"]
+        return f"{err.get('input')!r} is not allowed. {allowed}"
     return f"{err['msg']} (got {err.get('input')!r})"
 
 

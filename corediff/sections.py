@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
-from corediff.config import StrictModel
+from corediff.config import BatchSize, Seed, StrictModel
+from corediff.limits import MAX_SAMPLES, MAX_TRAIN_STEPS
+
+#: A plain run name: no path separators, no '..', not empty, at most 100 characters.
+RUN_NAME = r"^[A-Za-z0-9._-]{1,100}$"
 
 
 class TrainConfig(StrictModel):
     """[train]: optimisation, EMA, precision and checkpointing."""
 
-    steps: PositiveInt = Field(1000, description="Optimiser steps to train for.")
-    batch_size: PositiveInt = Field(64, description="Images per step (per process under DDP).")
+    steps: int = Field(1000, gt=0, le=MAX_TRAIN_STEPS, description="Optimiser steps to train for.")
+    batch_size: BatchSize = Field(64, description="Images per step (per process under DDP).")
     grad_accum: PositiveInt = Field(1, description="Micro-batches accumulated per optimiser step.")
     lr: PositiveFloat = Field(2e-4, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
@@ -45,17 +49,35 @@ class TrainConfig(StrictModel):
 class SampleConfig(StrictModel):
     """[sample]: what `corediff run` / `corediff sample` generate after training."""
 
-    n: PositiveInt = Field(64, description="Number of samples.")
-    batch_size: PositiveInt = Field(64, description="Samples generated per batch.")
-    seed: int = Field(0, description="Seed of the sampling noise.")
+    n: int = Field(64, gt=0, le=MAX_SAMPLES, description="Number of samples.")
+    batch_size: BatchSize = Field(64, description="Samples generated per batch.")
+    seed: Seed = Field(0, description="Seed of the sampling noise.")
     use_ema: bool = Field(True, description="Sample with the EMA weights.")
-    label: int | None = Field(None, description="Class label to generate (None: all classes).")
+    label: int | None = Field(
+        None, ge=0, description="Class label to generate (None: all classes in turn)."
+    )
 
 
 class RunConfig(StrictModel):
     """[run]: where results go and what executes them."""
 
-    name: str = Field("run", description="Run name; the run directory is <root>/<name>.")
-    root: str = Field("runs", description="Directory that holds run directories.")
-    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'.")
-    seed: int = Field(0, description="Seed of initialisation, data order and noise.")
+    name: str = Field(
+        "run", pattern=RUN_NAME, description="Run name, a plain name (letters, digits, '.', '_', "
+        "'-'; at most 100 characters); the run directory is <root>/<name>.",
+    )
+    root: str = Field(
+        "runs", min_length=1, description="Directory that holds run directories (not a system "
+        "directory); checked, with the run directory, before training starts.",
+    )
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d{1,2})?)$",
+        description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.",
+    )
+    seed: Seed = Field(0, description="Seed of initialisation, data order and noise.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if name in {".", ".."}:
+            raise ValueError("must be a plain name, not '.' or '..'; use --run-dir for paths")
+        return name

@@ -19,9 +19,9 @@ from __future__ import annotations
 import re
 
 import torch
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from corediff.config import ComponentConfig
+from corediff.config import ComponentConfig, StepCount
 
 SPACINGS = ("leading", "trailing", "linspace")
 
@@ -78,7 +78,7 @@ class TimeGridConfig(ComponentConfig):
     """Config fields of a sampler on a respaced grid (DDPM, DDIM, third-party solvers):
     derive a sampler's Config from it and call :func:`time_grid` with its values."""
 
-    steps: PositiveInt | None = Field(
+    steps: StepCount | None = Field(
         None, description="Sampling steps (None: all T, or the count the spacing string gives)."
     )
     spacing: str = Field(

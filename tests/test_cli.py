@@ -139,7 +139,7 @@ def test_plugins_show_describes_a_plugin(capsys) -> None:
     assert "requires:\n  degradation providing gaussian\n" in out
     assert "network evaluations per step: 1\n" in out
     assert "config [diffusion.sampler]:\n" in out
-    assert "  steps: int > 0 | None, default None\n" in out
+    assert "  steps: int > 0 ≤ 100000 | None, default None\n" in out
     assert "  eta: float ≥ 0, default 0.0\n      η: 0 is deterministic DDIM" in out
 
 

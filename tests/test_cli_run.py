@@ -200,7 +200,7 @@ def test_mixed_precision_and_accumulation_train(image_folder, tmp_path, precisio
 def test_training_into_a_trained_run_needs_resume(svd_run, capsys):
     code = main(["train", str(svd_run / "recipe.toml"), "--run-dir", str(svd_run)])
     assert code == 2
-    assert "already holds a checkpoint; continue it with --resume" in capsys.readouterr().err
+    assert "already holds a run (checkpoints, recipe.toml, metrics.csv" in capsys.readouterr().err
 
 
 def test_sample_restore_writes_original_degraded_direct_sampled(svd_run, image_folder, tmp_path):

@@ -8,14 +8,11 @@ from pathlib import Path
 from corediff.builder import instantiate
 from corediff.degrade_preview import save_strip, svd_error_table
 from corediff.engine.images import load_image
-from corediff.errors import ConfigError
 from corediff.recipe import load_recipe
 
 
 def main(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
-    if args.n < 1:
-        raise ConfigError(f"--n must be at least 1 (got {args.n})")
     size = getattr(recipe.data, "image_size", None)
     channels = getattr(recipe.data, "channels", 3)
     image_path = Path(args.image).expanduser()

@@ -9,13 +9,10 @@ import json
 from pathlib import Path
 
 from corediff.engine.checkpoint import atomic_write_text
-from corediff.errors import ConfigError
 from corediff.evaluation.report import evaluate_checkpoint, format_report
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.n < 2:
-        raise ConfigError(f"--n must be at least 2 for distribution metrics (got {args.n})")
     loaded, report = evaluate_checkpoint(
         Path(args.source).expanduser(), args.overrides, which=args.checkpoint,
         n=args.n, seed=args.seed,

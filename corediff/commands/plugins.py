@@ -106,6 +106,7 @@ def _type_name(annotation: Any) -> str:
 def _bounds(metadata: Any) -> str:
     """Pydantic's numeric constraints as text: `` > 0``, `` ≥ 0 < 1``."""
     symbols = {"gt": ">", "ge": "≥", "lt": "<", "le": "≤"}
-    found = [f"{symbols[key]} {getattr(m, key)}" for m in metadata for key in symbols
+    flat = [inner for m in metadata for inner in getattr(m, "metadata", [m])]  # FieldInfo too
+    found = [f"{symbols[key]} {getattr(m, key)}" for m in flat for key in symbols
              if type(m).__name__.lower() == key]
     return "".join(f" {text}" for text in found)

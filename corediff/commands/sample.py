@@ -22,8 +22,6 @@ def main(args: argparse.Namespace) -> int:
     cfg = pipeline.recipe.sample
     n = args.n if args.n is not None else cfg.n
     seed = args.seed if args.seed is not None else cfg.seed
-    if n < 1:
-        raise ConfigError(f"--n must be at least 1 (got {n})")
     model = load_model(loaded, cfg.use_ema)
     if args.restore:
         return _restore(pipeline, model, args, loaded.run_root, n=n, seed=seed)

@@ -16,7 +16,8 @@ def _train(args: argparse.Namespace, *, then_sample: bool) -> int:
     run_dir = RunDir(args.run_dir or Path(recipe.run.root) / recipe.run.name)
     context = distributed.setup(recipe.run.device)
     try:
-        trainer = run_training(recipe, run_dir, context, resume=args.resume)
+        trainer = run_training(recipe, run_dir, context, resume=args.resume,
+                               overwrite=args.overwrite, force=args.force)
         if context.is_main:
             if then_sample:
                 trainer.sample_grid(run_dir.sample_grid())

@@ -76,6 +76,15 @@ def mean_across(values: torch.Tensor, context: Context) -> torch.Tensor:
     return values
 
 
+def any_across(flag: bool, context: Context) -> bool:
+    """True when ``flag`` is true on any process (itself when not distributed)."""
+    if not context.distributed:
+        return flag
+    value = torch.tensor([float(flag)], device=context.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def barrier(context: Context) -> None:
     if context.distributed:
         dist.barrier()

@@ -1,7 +1,15 @@
-"""Image files as tensors in [-1, 1] (``corediff degrade --image``, ``sample --restore``)."""
+"""Image files as tensors in [-1, 1] (``corediff degrade --image``, ``sample --restore``).
+
+A file that is not an image, a decompression bomb (more pixels than Pillow's
+``Image.MAX_IMAGE_PIXELS``: refused before it is decoded) or anything but a regular file
+(a FIFO would block) is a :class:`~corediff.errors.ConfigError` naming it.
+"""
 
 from __future__ import annotations
 
+import os
+import stat
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,23 +25,50 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 def load_image(path: Path, size: int | None, channels: int, *, flag: str) -> torch.Tensor:
     """An image file as [C, H, W] in [-1, 1], resized to size×size when size is given."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
+    _check_regular(path, flag)
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            if size is not None:
-                image = image.resize((size, size), Image.Resampling.BICUBIC)
-            pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-            return pixels.view(image.height, image.width, -1).permute(2, 0, 1).float() / 127.5 - 1
-    except (OSError, UnidentifiedImageError) as exc:
+        with warnings.catch_warnings():
+            # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: refuse both
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                if size is not None:
+                    image = image.resize((size, size), Image.Resampling.BICUBIC)
+                pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+                shape = (image.height, image.width, -1)
+                return pixels.view(shape).permute(2, 0, 1).float() / 127.5 - 1
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ConfigError(
+            f"{flag} '{path}' is refused as a possible decompression bomb: {exc}"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ConfigError(f"{flag} '{path}' cannot be read as an image: {exc}") from None
+
+
+def _check_regular(path: Path, flag: str) -> None:
+    """Refuse anything but a regular file before opening it (a FIFO would block)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        broken = os.path.islink(path)
+        raise ConfigError(f"{flag} '{path}' "
+                          f"{'is a symbolic link to nowhere' if broken else 'does not exist'}"
+                          ) from None
+    except OSError as exc:
+        raise ConfigError(f"{flag} '{path}' cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else (
+            "a directory" if stat.S_ISDIR(mode) else "not a regular file")
+        raise ConfigError(f"{flag} '{path}' is {kind}, not an image file")
 
 
 def load_images(path: Path, spec: DataSpec, limit: int, *, flag: str) -> torch.Tensor:
     """One image file, or up to ``limit`` images of a folder (sorted), as [B, C, H, W]."""
     if path.is_dir():
-        files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+        files = sorted(f for f in path.rglob("*")
+                       if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())[:limit]
         if not files:
             raise ConfigError(f"{flag} '{path}' contains no images ({', '.join(IMAGE_SUFFIXES)})")
     elif path.exists():

@@ -3,11 +3,14 @@
 :func:`open_checkpoint` finds the checkpoint (a checkpoint directory itself, or a run
 directory's ``checkpoints/<which>``), rebuilds its pipeline from the stored recipe (with
 ``--set`` overrides applied) and DataSpec, and restores the fitted state of every component
-whose type is unchanged; :func:`load_model` then loads the (EMA) weights.
+whose type is unchanged; :func:`load_model` then loads the (EMA) weights. Every bad file
+(state.json, recipe.toml, a weight file) is a one-line error naming it.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,8 +23,11 @@ from corediff.builder import DataSpec, Pipeline, build
 from corediff.engine import checkpoint
 from corediff.engine.distributed import resolve_device
 from corediff.engine.rundir import RunDir
-from corediff.errors import ConfigError
+from corediff.errors import ConfigError, TrainingError
 from corediff.recipe import apply_overrides, parse_recipe
+
+#: Deepest nesting of tables/arrays accepted in a stored recipe.
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -40,14 +46,23 @@ def open_checkpoint(
     """Open ``source`` (a checkpoint directory, or a run directory's ``checkpoints/<which>``)
     and rebuild its pipeline from its stored recipe with ``overrides`` applied."""
     path = _find(Path(source).expanduser(), which)
-    stored = tomllib.loads((path / "recipe.toml").read_text(encoding="utf-8"))
+    stored = _stored_recipe(path)
     recipe = parse_recipe(apply_overrides(stored, overrides), source=str(path / "recipe.toml"))
-    state = checkpoint.load_state(path)
+    state = checkpoint.load_state(path, validate=True)
     pipeline = build(recipe, data_spec=DataSpec(**state["data_spec"]))
-    stored_types = {k: v.get("type") for k, v in stored["diffusion"].items()}
+    diffusion = stored.get("diffusion")
+    stored_types = {k: v.get("type") for k, v in diffusion.items() if isinstance(v, dict)
+                    } if isinstance(diffusion, dict) else {}
     for kind, component in pipeline.components().items():
         if component.config.type == stored_types.get(kind) and state["extra"].get(kind):
-            component.load_extra_state(state["extra"][kind])
+            try:
+                component.load_extra_state(state["extra"][kind])
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+                raise TrainingError(
+                    f"checkpoint '{path}': the stored state of its {kind} "
+                    f"'{component.config.type}' cannot be restored: "
+                    f"{' '.join(str(exc).split())[:300]}"
+                ) from None
     run_root = path.parent.parent if path.parent.name == "checkpoints" else path
     return LoadedCheckpoint(path=path, run_root=run_root, pipeline=pipeline, state=state)
 
@@ -58,6 +73,56 @@ def load_model(loaded: LoadedCheckpoint, use_ema: bool) -> nn.Module:
     model = loaded.pipeline.model
     checkpoint.load_weights(model, loaded.path, "ema" if use_ema else "model")
     return model.to(resolve_device(loaded.pipeline.recipe.run.device)).eval()
+
+
+def _stored_recipe(path: Path) -> dict[str, Any]:
+    """The checkpoint's recipe.toml as TOML data (not validated yet)."""
+    source = path / "recipe.toml"
+    try:
+        stat_mode = os.stat(source).st_mode
+    except FileNotFoundError:
+        what = "a symbolic link to nowhere" if os.path.islink(source) else "missing"
+        raise ConfigError(f"checkpoint '{path}': recipe.toml is {what}; the checkpoint "
+                          "cannot be rebuilt without the recipe it was trained with") from None
+    except OSError as exc:
+        raise ConfigError(f"recipe file '{source}' cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(stat_mode):
+        kind = "a directory" if stat.S_ISDIR(stat_mode) else (
+            "a FIFO" if stat.S_ISFIFO(stat_mode) else "not a regular file")
+        raise ConfigError(f"checkpoint '{path}': recipe.toml is {kind}, not a regular file")
+    try:
+        raw = source.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"recipe file '{source}' cannot be read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        raise ConfigError(f"recipe file '{source}' is not UTF-8 text")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+    except RecursionError:
+        data = None
+    if data is None or _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{source}: TOML syntax error: nested more than {MAX_DEPTH} levels "
+                          "deep")
+    return data
+
+
+def _depth(data: Any) -> int:
+    """Nesting depth of tables and arrays (iterative: no recursion on hostile input)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                stack.extend((v, depth + 1) for v in (
+                    value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 def _find(source: Path, which: str) -> Path:

@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
 from corediff.engine.checkpoint import atomic_write_text
+from corediff.errors import TrainingError
 
 COLUMNS = ("step", "loss", "lr", "grad_norm", "images_per_s")
 
@@ -47,10 +48,17 @@ class MetricsLog:
 
     def __init__(self, run: RunDir, resume_step: int | None) -> None:
         self.path = run.metrics
+        if os.path.lexists(self.path) and not self.path.is_file():
+            raise TrainingError(f"metrics file '{self.path}' is not a regular file; move it "
+                                "away and run again")
         if resume_step is None or not self.path.exists():
             atomic_write_text(self.path, ",".join(COLUMNS) + "\n")
-        else:  # drop rows a killed run wrote after its last checkpoint
-            rows = read_metrics(self.path)
+        else:  # repair: drop malformed rows and those a killed run wrote after its checkpoint
+            try:
+                rows = read_metrics(self.path)
+            except OSError as exc:
+                raise TrainingError(f"metrics file '{self.path}' cannot be read: "
+                                    f"{exc.strerror or exc}") from None
             kept = [r for r in rows if int(r["step"]) <= resume_step]
             lines = [",".join(COLUMNS)] + [",".join(r[c] for c in COLUMNS) for r in kept]
             atomic_write_text(self.path, "\n".join(lines) + "\n")
@@ -77,5 +85,24 @@ def _format(value: Any) -> str:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, str]]:
-    with Path(path).open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
+    """The well-formed rows of a metrics.csv, as {column: text}. Anything else is dropped,
+    never an error: a last line without its newline (half written when a run was killed),
+    a row with missing or extra fields, a step that is not a non-negative integer, a value
+    that is not a number, undecodable bytes."""
+    data = Path(path).read_bytes()
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    lines.pop()  # the text after the last newline: empty, or a half-written row
+    rows = []
+    for line in lines:  # the values are numbers: no quoting to undo
+        fields = line.rstrip("\r").split(",")
+        if len(fields) != len(COLUMNS) or fields == list(COLUMNS):
+            continue
+        row = dict(zip(COLUMNS, (field.strip() for field in fields), strict=True))
+        if not row["step"].isdigit() or not row["step"].isascii():
+            continue
+        try:
+            [float(row[column]) for column in COLUMNS[1:]]
+        except ValueError:
+            continue
+        rows.append(row)
+    return rows

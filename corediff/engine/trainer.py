@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import signal
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,13 +33,16 @@ from tqdm import tqdm
 from corediff import __version__
 from corediff.builder import build
 from corediff.engine import checkpoint
-from corediff.engine.distributed import Context, barrier, gather, mean_across
+from corediff.engine.distributed import Context, any_across, barrier, gather, mean_across
 from corediff.engine.factor_cache import FactorCache
+from corediff.engine.guard import RunLock, check_location, claim, remove_leftovers
+from corediff.engine.resume import check_resume, log_resume
 from corediff.engine.rundir import MetricsLog, RunDir
 from corediff.engine.sampling import grid_columns, save_grid
-from corediff.errors import TrainingError
+from corediff.engine.signals import GracefulStop
+from corediff.errors import Interrupted, TrainingError
 from corediff.pipeline import Pipeline
-from corediff.recipe import Recipe, recipe_to_toml
+from corediff.recipe import Recipe, parse_recipe, recipe_to_dict, recipe_to_toml
 
 FIT_IMAGES = 512
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -178,6 +183,7 @@ class Trainer:
         optimizer["state"] = {int(k): v for k, v in optimizer["state"].items()}
         self.optimizer.load_state_dict(optimizer)
         self.lr_scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
+        self.apply_lr()
         self.scaler.load_state_dict(state["scaler"])
         if len(state["ranks"]) == self.context.world_size:
             self.generator.set_state(state["ranks"][self.context.rank]["generator"])
@@ -195,9 +201,20 @@ class Trainer:
         self.step, self.smoothed, self.best = state["step"], state["smoothed"], state["best"]
         self.pending = [tuple(p) for p in state["pending"]]
 
+    def apply_lr(self) -> None:
+        """Make the recipe's lr and its schedule the ones in force (a resumed run may change
+        them): lr = train.lr · factor(step), as LambdaLR computes it."""
+        cfg = self.recipe.train
+        self.lr_scheduler.base_lrs = [cfg.lr] * len(self.optimizer.param_groups)
+        factor = lr_factor(self.lr_scheduler.last_epoch, cfg.warmup_steps, cfg.steps,
+                           cfg.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * factor
+
     def save(self) -> None:
         """Write ``last`` and, when the smoothed loss is the lowest so far, ``best`` (call on
         every rank; rank 0 writes)."""
+        self.check_finite()
         improved = self.smoothed is not None and self.smoothed <= self.best
         if improved:
             self.best = self.smoothed
@@ -209,6 +226,23 @@ class Trainer:
                         recipe_toml=recipe_to_toml(self.recipe))
         if improved:
             checkpoint.copy(last, self.run.checkpoint("best"))
+
+    def check_finite(self) -> None:
+        """Refuse to checkpoint NaN/inf weights or optimizer state: one reduction over every
+        tensor, one host sync, on the checkpoint path only."""
+        tensors = [*self.model.parameters(), *self.ema.module.parameters()]
+        tensors += [value for group in self.optimizer.state.values() for value in group.values()
+                    if isinstance(value, Tensor) and value.is_floating_point()]
+        if bool(torch.stack([t.detach().isfinite().all() for t in tensors]).all()):
+            return
+        where = self.run.checkpoint("last")
+        kept = (f"'last' ({where}) and 'best' are kept as they were" if checkpoint.find(where)
+                else "no checkpoint had been written yet")
+        raise TrainingError(
+            f"training stopped at step {self.step}: the weights or the optimizer state hold "
+            f"NaN or inf, so they were not saved; {kept}. Try a lower train.lr, "
+            "train.grad_clip > 0 or precision = 'fp32'."
+        )
 
     # -- training ------------------------------------------------------------------------------
     def batches(self) -> Iterator[Batch]:
@@ -279,32 +313,48 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not ctx.is_main, unit="step",
                    dynamic_ncols=True)
         self.net.train()
-        while self.step < cfg.steps:
-            window.append(self.train_step(data))
-            images += cfg.batch_size * cfg.grad_accum * ctx.world_size
-            bar.update(1)
-            done = self.step == cfg.steps
-            row, save = self.step % cfg.log_every == 0, self.step % cfg.checkpoint_every == 0
-            if not (row or save or done):
-                continue
-            self.check(window)
-            window = []
-            if (row or done) and self.pending:
-                speed = images / (time.perf_counter() - clock)
-                values = self.row(speed)
-                if metrics is not None:
-                    metrics.write(values)
-                bar.set_postfix(loss=f"{self.smoothed:.4g}", img_s=f"{speed:.0f}")
-                clock, images = time.perf_counter(), 0
-            if save or done:
-                self.save()
-            if cfg.sample_every and self.step % cfg.sample_every == 0 and ctx.is_main:
-                self.sample_grid(self.run.sample_grid(self.step))
-            if save or done:
-                barrier(ctx)
-        bar.close()
+        with GracefulStop() as stop, contextlib.closing(bar):
+            while self.step < cfg.steps:
+                window.append(self.train_step(data))
+                images += cfg.batch_size * cfg.grad_accum * ctx.world_size
+                bar.update(1)
+                done = self.step == cfg.steps
+                row, save = self.step % cfg.log_every == 0, self.step % cfg.checkpoint_every == 0
+                # one process stops after any step; DDP ranks agree at boundaries (no extra sync)
+                if (row or save or done or not ctx.distributed) and any_across(stop.requested, ctx):
+                    self.interrupt(window, stop.signum or signal.SIGTERM)
+                if not (row or save or done):
+                    continue
+                self.check(window)
+                window = []
+                if (row or done) and self.pending:
+                    speed = images / (time.perf_counter() - clock)
+                    values = self.row(speed)
+                    if metrics is not None:
+                        metrics.write(values)
+                    bar.set_postfix(loss=f"{self.smoothed:.4g}", img_s=f"{speed:.0f}")
+                    clock, images = time.perf_counter(), 0
+                if save or done:
+                    self.save()
+                if cfg.sample_every and self.step % cfg.sample_every == 0 and ctx.is_main:
+                    self.sample_grid(self.run.sample_grid(self.step))
+                if save or done:
+                    barrier(ctx)
         if metrics is not None:
             metrics.close()
+
+    def interrupt(self, window: list[tuple[Tensor, Tensor]], signum: int) -> None:
+        """Save ``last`` at the current step (losses of the window included) and stop."""
+        if window:
+            self.check(window)
+        self.save()
+        barrier(self.context)
+        name = signal.Signals(signum).name
+        raise Interrupted(
+            f"stopped by {name} at step {self.step} of {self.recipe.train.steps}; 'last' is "
+            f"saved in {self.run.checkpoint('last')}. Continue with: corediff train RECIPE "
+            f"--resume --run-dir {self.run.root}", signum,
+        )
 
     def check(self, window: list[tuple[Tensor, Tensor]]) -> None:
         """Read the window's losses (one host sync), stop on a non-finite one, smooth them."""
@@ -346,32 +396,66 @@ def _lr_scheduler_state(trainer: Trainer) -> dict[str, Any]:
 
 
 def run_training(
-    recipe: Recipe | Pipeline, run: RunDir, context: Context, *, resume: bool
+    recipe: Recipe | Pipeline, run: RunDir, context: Context, *, resume: bool,
+    overwrite: bool = False, force: bool = False,
 ) -> Trainer:
     """Train a recipe (built here, after seeding) or an already built pipeline into a run
-    directory, from scratch or from its last checkpoint."""
+    directory, from scratch or from its last checkpoint.
+
+    Rank 0 checks the location, holds the run directory's lock for the whole run, removes
+    what a crash left, and refuses to overwrite an existing run (``overwrite`` starts over);
+    ``resume`` checks the new recipe against the checkpoint's (``force`` accepts a change of
+    objective) and logs what changed in ``resume_log.jsonl``.
+    """
+    if context.is_main:
+        check_location(run)
+    with RunLock(run) if context.is_main else contextlib.nullcontext():
+        found = _prepare(run, context, resume=resume, overwrite=overwrite)
+        if isinstance(recipe, Pipeline):
+            pipeline = recipe
+        else:
+            seed_everything(recipe.run.seed)
+            pipeline = build(recipe)
+        recipe = pipeline.recipe
+        trainer = Trainer(pipeline, run, context)
+        if found is not None:
+            stored = _stored_recipe(found)
+            changed = check_resume(stored, recipe_to_dict(recipe), force=force, where=str(found))
+            trainer.load(found)
+            if context.is_main and changed:
+                log_resume(run, trainer.step, changed, force)
+                checkpoint.atomic_write_text(run.recipe, recipe_to_toml(recipe))
+        else:
+            trainer.fit_components()
+            if context.is_main:
+                checkpoint.atomic_write_text(run.recipe, recipe_to_toml(recipe))
+        trainer.train()
+    return trainer
+
+
+def _prepare(run: RunDir, context: Context, *, resume: bool, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from (None for a new run), after rank 0 has cleaned and
+    claimed the directory."""
+    if resume and overwrite:
+        raise TrainingError("--resume and --overwrite contradict each other; pick one")
+    if context.is_main:
+        remove_leftovers(run)
+        if not resume:
+            claim(run, overwrite=overwrite)
+    barrier(context)
     last = run.checkpoint("last")
     found = checkpoint.find(last)
     if resume and found is None:
         raise TrainingError(f"--resume: no checkpoint in '{last}' to continue from")
-    if not resume and found is not None:
-        raise TrainingError(
-            f"run directory '{run.root}' already holds a checkpoint; continue it with --resume "
-            "or start a new run with --run-dir DIR or --set run.name=NAME"
-        )
-    if isinstance(recipe, Pipeline):
-        pipeline = recipe
-    else:
-        seed_everything(recipe.run.seed)
-        pipeline = build(recipe)
-    recipe = pipeline.recipe
-    trainer = Trainer(pipeline, run, context)
-    if found is not None:
-        trainer.load(found)
-    else:
-        trainer.fit_components()
-        if context.is_main:
-            run.root.mkdir(parents=True, exist_ok=True)
-            checkpoint.atomic_write_text(run.recipe, recipe_to_toml(recipe))
-    trainer.train()
-    return trainer
+    return found
+
+
+def _stored_recipe(path: Path) -> dict[str, Any]:
+    """The recipe a checkpoint was trained with, resolved as a new recipe is (defaults filled
+    in, corediff 0.1 keys upgraded), as plain data."""
+    source = path / "recipe.toml"
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise TrainingError(f"checkpoint '{path}': its recipe.toml is unreadable: {exc}") from None
+    return recipe_to_dict(parse_recipe(data, source=str(source)))

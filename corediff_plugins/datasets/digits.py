@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field
 from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
-from corediff.config import ComponentConfig
+from corediff.config import ComponentConfig, ImageSize
 from corediff.interfaces import Dataset, DataSpec
 
 TRAIN_SIZE = 1500
@@ -23,7 +23,7 @@ MAX_LEVEL = 16.0
 
 class DigitsConfig(ComponentConfig):
     type: Literal["digits"] = "digits"
-    image_size: PositiveInt = Field(16, description="Side the 8×8 digits are resized to.")
+    image_size: ImageSize = Field(16, description="Side the 8×8 digits are resized to.")
     split: Literal["train", "test", "all"] = Field(
         "train", description="'train': first 1500 images, 'test': the other 297, 'all': 1797."
     )
@@ -37,8 +37,8 @@ class DigitsDataset(Dataset):
 
     @classmethod
     def describe(cls, config: ComponentConfig) -> DataSpec:
-        """Channels and size from the config (class count: known once the data is read)."""
-        return DataSpec(1, config.image_size)
+        """One channel, the config's size, 10 classes when class_labels."""
+        return DataSpec(1, config.image_size, 10 if config.class_labels else None)
 
     def __init__(self, config: DigitsConfig | None = None) -> None:
         super().__init__(config)

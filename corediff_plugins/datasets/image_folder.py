@@ -5,8 +5,9 @@ Each image is resized (shorter side to ``image_size``, bicubic), cropped to a sq
 or random) and optionally mirrored. With ``class_labels`` the label is the index of the
 image's first-level folder among the sorted folder names. Unreadable files are found lazily:
 the first time one fails to load it is reported once with a warning, counted in ``skipped``
-and replaced by the next readable index, so a bad file never stops training; ``scan()`` checks
-every file up front.
+and replaced by the next readable index, so a bad file never stops training (a decompression
+bomb, an image of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels, counts as unreadable);
+``scan()`` checks every file up front.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 from typing import Literal
 
 from PIL import Image
-from pydantic import Field, PositiveInt
+from pydantic import Field
 from torch import Tensor
 
-from corediff.config import ComponentConfig
+from corediff.config import ComponentConfig, ImageSize
 from corediff.errors import CorediffError
 from corediff.interfaces import Dataset, DataSpec
 from corediff_plugins.datasets.images import pil_to_tensor, random_hflip, resize_crop
@@ -30,7 +31,7 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 class ImageFolderConfig(ComponentConfig):
     type: Literal["image_folder"] = "image_folder"
     root: str = Field(description="Folder searched recursively for images.")
-    image_size: PositiveInt = Field(64, description="Side of the square images returned.")
+    image_size: ImageSize = Field(64, description="Side of the square images returned.")
     crop: Literal["center", "random"] = Field(
         "center", description="Square crop after resizing the shorter side to image_size."
     )
@@ -96,9 +97,13 @@ class ImageFolderDataset(Dataset):
     def _read(self, index: int) -> Image.Image | None:
         """The decoded file, or None (warned once, counted) when it is unreadable."""
         try:
-            with Image.open(self.paths[index]) as image:
-                return image.convert("RGB" if self.channels == 3 else "L")
-        except (OSError, ValueError, SyntaxError) as error:
+            with warnings.catch_warnings():
+                # a decompression bomb (more than Image.MAX_IMAGE_PIXELS) is refused undecoded
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(self.paths[index]) as image:
+                    return image.convert("RGB" if self.channels == 3 else "L")
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as error:
             if index not in self.bad:
                 self.bad.add(index)
                 warnings.warn(

@@ -20,14 +20,14 @@ from pydantic import Field, PositiveInt
 from sklearn.datasets import load_sample_images
 from torch import Tensor, nn
 
-from corediff.config import ComponentConfig
+from corediff.config import ComponentConfig, ImageSize
 from corediff.interfaces import Dataset, DataSpec
 from corediff_plugins.datasets.images import random_hflip, to_signed
 
 
 class SamplePatchesConfig(ComponentConfig):
     type: Literal["sample_patches"] = "sample_patches"
-    image_size: PositiveInt = Field(32, description="Side of the square patches returned.")
+    image_size: ImageSize = Field(32, description="Side of the square patches returned.")
     crop_size: PositiveInt | None = Field(
         None, le=427, description="Side cropped from the photo before resizing "
         "(None: 4 × image_size, at most 427)."

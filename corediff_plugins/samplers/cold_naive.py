@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field
 from torch import Tensor
 
-from corediff.config import ComponentConfig
+from corediff.config import ComponentConfig, StepCount
 from corediff_plugins.samplers.base import ColdSampler
 
 
 class ColdNaiveConfig(ComponentConfig):
     type: Literal["cold_naive"] = "cold_naive"
-    steps: PositiveInt | None = Field(
+    steps: StepCount | None = Field(
         None, description="Visited steps, evenly spaced from the start to 1 (None: every step)."
     )
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from abc import abstractmethod
 
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field
 from torch import Tensor
 
-from corediff.config import ComponentConfig
+from corediff.config import ComponentConfig, StepCount
 from corediff.gaussian import rescale_zero_terminal_snr
 from corediff.interfaces import Schedule
 
@@ -20,7 +20,7 @@ from corediff.interfaces import Schedule
 class GaussianScheduleConfig(ComponentConfig):
     """Fields shared by every ᾱ schedule."""
 
-    steps: PositiveInt = Field(1000, description="T, the number of diffusion steps.")
+    steps: StepCount = Field(1000, description="T, the number of diffusion steps.")
     rescale_zero_terminal_snr: bool = Field(
         False, description="Shift and scale sqrt(ᾱ) so that ᾱ_T = 0 (Lin et al. 2023, Alg. 1)."
     )

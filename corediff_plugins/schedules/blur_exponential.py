@@ -12,17 +12,17 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat
 from torch import Tensor
 
 from corediff.cold import composed_sigma
-from corediff.config import ComponentConfig
+from corediff.config import ComponentConfig, StepCount
 from corediff.interfaces import Schedule
 
 
 class BlurExponentialConfig(ComponentConfig):
     type: Literal["blur_exponential"] = "blur_exponential"
-    steps: PositiveInt = Field(50, description="T, the number of blur steps.")
+    steps: StepCount = Field(50, description="T, the number of blur steps.")
     kernel_std: PositiveFloat = Field(
         0.05, description="k: step i blurs with std exp(k·(i − 1)) pixels."
     )

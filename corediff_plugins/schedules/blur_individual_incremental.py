@@ -12,16 +12,16 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat
 from torch import Tensor
 
-from corediff.config import ComponentConfig
+from corediff.config import ComponentConfig, StepCount
 from corediff.interfaces import Schedule
 
 
 class BlurIndividualIncrementalConfig(ComponentConfig):
     type: Literal["blur_individual_incremental"] = "blur_individual_incremental"
-    steps: PositiveInt = Field(50, description="T, the number of blur steps.")
+    steps: StepCount = Field(50, description="T, the number of blur steps.")
     kernel_std: PositiveFloat = Field(2.0, description="k: step t blurs x0 with std k·(2t − 1).")
 
 

@@ -17,13 +17,13 @@ from pydantic import Field, PositiveInt
 from torch import Tensor
 
 from corediff.cold import svd_error_curve
-from corediff.config import ComponentConfig
+from corediff.config import ComponentConfig, StepCount
 from corediff.interfaces import Schedule
 
 
 class RankEnergyConfig(ComponentConfig):
     type: Literal["rank_energy"] = "rank_energy"
-    steps: PositiveInt = Field(64, description="T, the number of degradation steps.")
+    steps: StepCount = Field(64, description="T, the number of degradation steps.")
     fit_images: PositiveInt = Field(256, description="Training images used by fit().")
 
 

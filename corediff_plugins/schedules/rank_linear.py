@@ -11,16 +11,16 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field
 from torch import Tensor
 
-from corediff.config import ComponentConfig
+from corediff.config import ComponentConfig, StepCount
 from corediff.interfaces import Schedule
 
 
 class RankLinearConfig(ComponentConfig):
     type: Literal["rank_linear"] = "rank_linear"
-    steps: PositiveInt = Field(64, description="T; equal to the image rank: one value per step.")
+    steps: StepCount = Field(64, description="T; equal to the image rank: one value per step.")
 
 
 class RankLinearSchedule(Schedule):
