@@ -148,6 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="JSON output (default: <run dir>/eval.json)")
     evaluate.set_defaults(func=_handler("corediff.commands.evaluate:main"))
 
+    study = commands.add_parser(
+        "study", help="run a declarative study: cells x seeds x samplers, mean ± 95% CI",
+        description="Train every cell of a study file once per seed (finished cells are "
+        "skipped, interrupted ones resumed), evaluate each with every sampler, and write "
+        "RESULTS.md (mean ± 95%% CI over seeds, answers to the study's questions), "
+        "results.csv, sample grids and plots.",
+    )
+    study.add_argument("study", help="path to a study TOML file")
+    study.add_argument("--out", help="where the runs go (default: runs/studies/<name>)")
+    study.add_argument("--report", help="where RESULTS.md and plots go (default: --out)")
+    study.add_argument("--launcher", choices=("local", "submitit-local", "slurm"),
+                       default="local", help="local: one cell after another (default); "
+                       "submitit-local: parallel local processes; slurm: one job per cell")
+    study.set_defaults(func=_handler("corediff.commands.study:main"))
+
     plugins = commands.add_parser("plugins", help="list or check installed plugins")
     plugin_cmds = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", required=True)
     listing = plugin_cmds.add_parser("list", help="list plugins (imports none of them)")

@@ -1,0 +1,1 @@
+"""Declarative studies: comparisons with seeds and confidence intervals."""
