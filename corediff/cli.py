@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_handler("corediff.commands.evaluate:main"))
 
     study = commands.add_parser(
-        "study", help="run a declarative study: cells x seeds x samplers, mean ± 95% CI",
+        "study", help="run a declarative study: cells x seeds x samplers, mean ± 95%% CI",
         description="Train every cell of a study file once per seed (finished cells are "
         "skipped, interrupted ones resumed), evaluate each with every sampler, and write "
         "RESULTS.md (mean ± 95%% CI over seeds, answers to the study's questions), "

@@ -130,6 +130,8 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             value = tomllib.loads(f"value = {raw.strip()}")["value"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()
+        except RecursionError:
+            raise ConfigError(f"--set '{key}=...': the value is nested too deeply") from None
         table = data
         for depth, part in enumerate(parts[:-1]):
             table = table.setdefault(part, {})

@@ -88,6 +88,10 @@ def test_digits_metric_ranks_real_below_blurred_below_noise() -> None:
     assert scores["real"]["confidence"] > 0.9 > scores["noise"]["confidence"]
     histogram = scores["real"]["class_histogram"]
     assert sum(histogram) == 297 and min(histogram) > 15  # every digit is recognised
+    share = torch.tensor(histogram, dtype=torch.float64) / 297
+    assert scores["real"]["class_entropy"] == pytest.approx(float(-(share * share.log2()).sum()))
+    collapsed = metric(real[:1].repeat(50, 1, 1, 1))["class_entropy"]
+    assert collapsed == 0.0 and 3.2 < scores["real"]["class_entropy"] <= 3.33
     held_out, labels = digits_images("test", 16)
     assert metric(held_out, labels)["label_accuracy"] > 0.9
 

@@ -10,6 +10,8 @@ passed through the same resize:
 * ``fd``: Fréchet distance in the 64-d penultimate feature space (the "FID" of digits);
 * ``confidence``: mean max softmax probability (sharp, recognisable digits score near 1);
 * ``class_histogram``: how many samples the classifier assigns to each digit 0..9;
+* ``class_entropy``: entropy in bits of that histogram (log2 10 ≈ 3.32 when every digit
+  appears equally; low when generation collapses onto a few digits);
 * ``label_accuracy``: share classified as their conditioning label (class-conditional runs).
 """
 
@@ -153,10 +155,13 @@ class DigitsMetric:
         """The metrics of module docstring for images [N, 1, S, S] (N ≥ 2)."""
         features, probs = self.embed(images)
         confidence, predicted = probs.max(-1)
+        histogram = torch.bincount(predicted, minlength=NUM_CLASSES)
+        share = histogram[histogram > 0].double() / len(predicted)
         metrics: dict[str, object] = {
             "fd": frechet_distance(*gaussian_stats(features), *self.reference_stats),
             "confidence": float(confidence.mean()),
-            "class_histogram": torch.bincount(predicted, minlength=NUM_CLASSES).tolist(),
+            "class_histogram": histogram.tolist(),
+            "class_entropy": float(-(share * share.log2()).sum()),
         }
         if labels is not None:
             metrics["label_accuracy"] = float((predicted == labels.cpu()).float().mean())
