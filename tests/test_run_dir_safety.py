@@ -137,18 +137,22 @@ def _wait_for_rows(run_dir: Path, rows: int, process: subprocess.Popen) -> None:
 
 def test_a_second_trainer_is_refused_while_the_first_completes(tmp_path):
     run_dir = tmp_path / "shared"
-    first = _spawn(run_dir, 300)
+    first = _spawn(run_dir, 200)
     _wait_for_rows(run_dir, 1, first)
-    second = _spawn(run_dir, 300)
-    _, err = second.communicate(timeout=120)
+    first.send_signal(signal.SIGSTOP)  # paused mid-run, lock held, however slow the machine
+    try:
+        second = _spawn(run_dir, 200)
+        _, err = second.communicate(timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 2, err
     assert f"being written by another corediff process (pid {first.pid})" in err
     assert "Traceback" not in err
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     state = json.loads((run_dir / "checkpoints" / "last" / "state.json").read_text())
-    assert state["step"] == 300
-    assert _train(run_dir, "--resume", overrides=[*TINY, "train.steps=300"]) == 0  # lock freed
+    assert state["step"] == 200
+    assert _train(run_dir, "--resume", overrides=[*TINY, "train.steps=200"]) == 0  # lock freed
 
 
 # -- 5. signals ------------------------------------------------------------------------------
