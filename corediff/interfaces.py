@@ -74,6 +74,16 @@ class Component(ABC):  # noqa: B024 - each kind adds its abstract methods
         """
         return cls.provides
 
+    @classmethod
+    def check_recipe(
+        cls, config: ComponentConfig, others: Mapping[str, tuple[type, ComponentConfig]]
+    ) -> list[str]:
+        """Why this component, with ``config``, cannot work with the recipe's others (empty:
+        it can). ``others`` maps each kind to its (class, config). Called when a recipe is
+        validated, after the capability check; e.g. ε-prediction refuses a schedule whose
+        ᾱ_T = 0. Components built directly from Python are not checked."""
+        return []
+
     def fit(self, images: Tensor) -> None:  # noqa: B027 - optional hook, no-op by default
         """Calibrate on a batch of training images in [-1, 1] (default: nothing to fit)."""
 
@@ -474,13 +484,35 @@ class Model(nn.Module, Component):
 
 class Dataset(torch.utils.data.Dataset, Component):
     """Training images: ``__getitem__`` returns (image [C, H, W] in [-1, 1], label int);
-    label is -1 when the dataset has no classes."""
+    label is -1 when the dataset has no classes.
+
+    What ``corediff eval`` measures is declared, not guessed from the dataset's name:
+
+    * ``metrics``: the sample-quality metric families that fit these images, from the
+      vocabulary ``"digits_classifier"`` (Fréchet distance in the features of a small
+      classifier trained on the embedded digits, its confidence and class histogram: 8×8
+      one-channel digits only) and ``"natural_images"`` (Inception FID/KID/IS/precision-
+      recall against real images: photographs). Empty: none of them. Every dataset also gets
+      ``memorization`` (distance of each sample to its nearest training image) and, for a
+      non-Gaussian degradation, restoration metrics; see :mod:`corediff.evaluation.report`.
+    * ``held_out_config(config)``: the config of held-out real images to compare samples
+      with (e.g. a test split), or None when there is none and a seeded subset of the
+      training images is used.
+    """
 
     kind = "dataset"
+
+    #: Sample-quality metric families for these images (vocabulary above).
+    metrics: ClassVar[frozenset[str]] = frozenset()
 
     channels: int
     image_size: int
     num_classes: int | None = None
+
+    @classmethod
+    def held_out_config(cls, config: ComponentConfig) -> ComponentConfig | None:
+        """Config of the held-out images matching ``config`` (default None: none)."""
+        return None
 
     def __init__(self, config: ComponentConfig | None = None) -> None:
         Component.__init__(self, config)

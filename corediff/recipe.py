@@ -184,11 +184,28 @@ def parse_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
         recipe = None
     if problems:
         raise recipe_error(source, problems)
-    incompatible = check_compatibility(classes, configs) + check_data_spec(
-        classes, configs, recipe.sample)
+    incompatible = check_compatibility(classes, configs)
+    incompatible = incompatible or check_components(classes, configs)
+    incompatible += check_data_spec(classes, configs, recipe.sample)
     if incompatible:
         raise recipe_error(source, incompatible)
     return recipe  # type: ignore[return-value]
+
+
+def check_components(
+    classes: Mapping[tuple[str, ...], type], configs: Mapping[tuple[str, ...], ComponentConfig]
+) -> list[str]:
+    """Each component's own refusals of the others (``Component.check_recipe``)."""
+    others = {COMPONENT_TABLES[path]: (cls, configs[path]) for path, cls in classes.items()}
+    sentences = []
+    for path, cls in classes.items():
+        try:
+            reasons = cls.check_recipe(configs[path], others)
+        except (ValueError, TypeError) as exc:  # a companion refused its own settings
+            reasons = [str(exc)]
+        where = f"{COMPONENT_TABLES[path]} '{_name(cls)}' [{'.'.join(path)}]"
+        sentences += [f"{where}: {why}" for why in reasons]
+    return sentences
 
 
 def upgrade_recipe_data(data: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator
 
 from corediff.config import BatchSize, Seed, StrictModel
 from corediff.limits import MAX_SAMPLES, MAX_TRAIN_STEPS
@@ -42,8 +42,28 @@ class TrainConfig(StrictModel):
         "(classifier-free guidance; 0.1 is usual).",
     )
     loss_smoothing: float = Field(
-        0.98, ge=0, lt=1, description="EMA factor of the loss that picks the 'best' checkpoint."
+        0.98, ge=0, lt=1,
+        description="EMA factor of the smoothed training loss (picks 'best' when best_by = "
+        "'train_loss').",
     )
+    val_fraction: float = Field(
+        0.0, ge=0, lt=0.5,
+        description="Fraction of the dataset held out of training (a split fixed by run.seed); "
+        "its loss under the EMA weights is recorded at every checkpoint (0: none).",
+    )
+    best_by: Literal["train_loss", "val_loss"] = Field(
+        "train_loss",
+        description="What picks the 'best' checkpoint: the smoothed training loss or the "
+        "held-out validation loss (needs val_fraction > 0).",
+    )
+
+    @field_validator("best_by")
+    @classmethod
+    def _val_loss_needs_held_out_images(cls, best_by: str, info: ValidationInfo) -> str:
+        # a field validator (val_fraction is validated first) so the error names the key
+        if best_by == "val_loss" and info.data.get("val_fraction", 1) == 0:
+            raise ValueError("'val_loss' needs held-out images: set val_fraction > 0 (e.g. 0.1)")
+        return best_by
 
 
 class SampleConfig(StrictModel):

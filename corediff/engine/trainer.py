@@ -8,6 +8,9 @@ torchrun. The host reads losses only every ``log_every``/``checkpoint_every`` st
 non-finite loss then stops the run before any checkpoint can store it. A degradation with
 the factor protocol (``svd``) decomposes each training image once: the batches carry their
 dataset indices and a :class:`~corediff.engine.factor_cache.FactorCache` serves D(x0, t).
+With ``val_fraction`` > 0 a seeded split holds images out of training; each checkpoint then
+records their loss under the EMA weights (:meth:`Trainer.validation_loss`), which picks
+``best`` when ``best_by = "val_loss"``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ from corediff.pipeline import Pipeline
 from corediff.recipe import Recipe, parse_recipe, recipe_to_dict, recipe_to_toml
 
 FIT_IMAGES = 512
+#: Offset of run.seed for the validation generator, away from the training streams (seed +
+#: 1000·rank).
+VALIDATION_SEED_OFFSET = 999_983
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -68,7 +74,8 @@ class _ResumableDataSampler(DistributedSampler):
 
 
 class _Indexed(torch.utils.data.Dataset):
-    """A dataset's items with their index: (index, image, label)."""
+    """A dataset's items with their index: (index, image, label). For a ``Subset`` the index
+    is the item's index in the full dataset (what the factor cache is keyed by)."""
 
     def __init__(self, dataset: torch.utils.data.Dataset) -> None:
         self.dataset = dataset
@@ -78,7 +85,25 @@ class _Indexed(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, Tensor, int]:
         image, label = self.dataset[index]
+        if isinstance(self.dataset, Subset):
+            index = self.dataset.indices[index]
         return index, image, label
+
+
+def split_indices(size: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(training indices, held-out indices), each ascending, of a dataset of ``size`` items:
+    max(1, round(fraction·size)) items drawn by ``torch.randperm`` under a generator seeded
+    with ``seed`` are held out (none when fraction = 0), so the seed fixes the split."""
+    if fraction == 0:
+        return list(range(size)), []
+    count = max(1, round(fraction * size))
+    if count >= size:
+        raise TrainingError(f"train.val_fraction = {fraction} holds out {count} of the "
+                            f"{size} images, leaving none to train on")
+    held_out = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:count]
+    train = torch.ones(size, dtype=torch.bool)
+    train[held_out] = False
+    return train.nonzero().flatten().tolist(), sorted(held_out.tolist())
 
 
 Batch = tuple[Tensor, Tensor, Tensor | None]  # (dataset indices, x0, y)
@@ -127,15 +152,23 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.generator = torch.Generator(device).manual_seed(seed + 1000 * context.rank)
+        train_indices, held_out = split_indices(len(dataset), cfg.val_fraction, seed)
+        self.train_set = Subset(dataset, train_indices) if held_out else dataset
+        self.val_loader = DataLoader(  # the held-out images in a fixed order
+            _Indexed(Subset(dataset, held_out)), batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers, generator=torch.Generator(),
+        ) if held_out else None
+        self.val_history: list[tuple[int, float]] = []  # (step, validation loss)
         self.data_sampler = _ResumableDataSampler(
-            dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed
+            self.train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True,
+            seed=seed,
         )
         self.loader_generator = torch.Generator()
         degradation = self.pipeline.degradation
         self.factor_cache = (FactorCache(degradation, len(dataset))
                              if FactorCache.supports(degradation) else None)
         self.loader = DataLoader(
-            _Indexed(dataset), batch_size=cfg.batch_size, sampler=self.data_sampler,
+            _Indexed(self.train_set), batch_size=cfg.batch_size, sampler=self.data_sampler,
             num_workers=cfg.num_workers, generator=self.loader_generator,
             drop_last=len(self.data_sampler) >= cfg.batch_size,
             pin_memory=device.type == "cuda",
@@ -147,8 +180,9 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------------
     def fit_components(self) -> None:
-        """Calibrate the non-network components on up to FIT_IMAGES training images."""
-        dataset = self.pipeline.dataset
+        """Calibrate the non-network components on up to FIT_IMAGES training images (never
+        held-out ones)."""
+        dataset = self.train_set
         pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(
             self.recipe.run.seed))[:FIT_IMAGES]
         images, _ = next(iter(DataLoader(Subset(dataset, pick.tolist()), batch_size=FIT_IMAGES)))
@@ -164,6 +198,8 @@ class Trainer:
         return {
             "step": self.step, "smoothed": self.smoothed, "best": self.best,
             "pending": self.pending, "corediff_version": __version__,
+            "val_loss": self.val_history[-1][1] if self.val_history else None,
+            "val_history": self.val_history,
             "world_size": self.context.world_size,
             "data_spec": {"channels": spec.channels, "image_size": spec.image_size,
                           "num_classes": spec.num_classes},
@@ -200,6 +236,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.step, self.smoothed, self.best = state["step"], state["smoothed"], state["best"]
         self.pending = [tuple(p) for p in state["pending"]]
+        self.val_history = [(step, loss) for step, loss in state.get("val_history", [])]
 
     def apply_lr(self) -> None:
         """Make the recipe's lr and its schedule the ones in force (a resumed run may change
@@ -212,12 +249,18 @@ class Trainer:
             group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * factor
 
     def save(self) -> None:
-        """Write ``last`` and, when the smoothed loss is the lowest so far, ``best`` (call on
-        every rank; rank 0 writes)."""
+        """Write ``last`` and, when its score is the lowest so far, ``best`` (call on every
+        rank; rank 0 writes). The score is the smoothed training loss, or with ``best_by =
+        "val_loss"`` the validation loss, computed here whenever images are held out and
+        recorded with its history in the state."""
         self.check_finite()
-        improved = self.smoothed is not None and self.smoothed <= self.best
+        if self.val_loader is not None:
+            self.val_history.append((self.step, self.validation_loss()))
+        by_val = self.recipe.train.best_by == "val_loss"
+        score = self.val_history[-1][1] if by_val else self.smoothed
+        improved = score is not None and score <= self.best
         if improved:
-            self.best = self.smoothed
+            self.best = score
         state = self.state()
         if not self.context.is_main:
             return
@@ -262,8 +305,16 @@ class Trainer:
                 yield index, x0, y.to(device, non_blocking=True) if conditional else None
             epoch, skip = epoch + 1, 0
 
-    def loss(self, x0: Tensor, y: Tensor | None, index: Tensor | None = None) -> Tensor:
-        p, cfg, g = self.pipeline, self.recipe.train, self.generator
+    def loss(
+        self, x0: Tensor, y: Tensor | None, index: Tensor | None = None, *,
+        net: nn.Module | None = None, generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The batch's training objective: mean of λ(t)·loss with t, noise and dropped labels
+        drawn from ``generator`` (default: the training stream) and the output of ``net``
+        (default: the trained network)."""
+        p, cfg = self.pipeline, self.recipe.train
+        g = self.generator if generator is None else generator
+        net = self.net if net is None else net
         t = torch.randint(1, p.degradation.steps + 1, (x0.shape[0],), generator=g,
                           device=x0.device)
         noise = p.degradation.sample_noise(x0, generator=g)
@@ -276,11 +327,35 @@ class Trainer:
             y = torch.where(drop, p.data_spec.num_classes, y)
         dtype = AUTOCAST.get(cfg.precision)
         with torch.autocast(x0.device.type, dtype=dtype, enabled=dtype is not None):
-            output = self.net(x_t, t, y)
+            output = net(x_t, t, y)
         per_sample = p.parameterization.loss(
             output.float(), x0, x_t, t, noise, p.loss_weighting.per_element
         )
         return (p.loss_weighting.weight(t).to(per_sample) * per_sample).mean()
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """The training objective (:meth:`loss`) of the EMA weights averaged over every
+        held-out image, in batches. t, the noise and the dropped labels come from a generator
+        seeded afresh from run.seed at each call, and so do a dataset's random augmentations
+        (crop, flip: in a forked CPU random state, and in loader workers seeded from the
+        loader's re-seeded generator), so every evaluation scores the same draws, values
+        compare across checkpoints and training's random streams are left as they were.
+        One host sync."""
+        assert self.val_loader is not None, "no held-out images (train.val_fraction = 0)"
+        device, seed = self.context.device, self.recipe.run.seed + VALIDATION_SEED_OFFSET
+        generator = torch.Generator(device).manual_seed(seed)
+        self.val_loader.generator.manual_seed(seed)
+        conditional = self.pipeline.data_spec.num_classes is not None
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for index, x0, y in self.val_loader:
+                x0 = x0.to(device)
+                y = y.to(device) if conditional else None
+                loss = self.loss(x0, y, index, net=self.ema.module, generator=generator)
+                total += loss.double() * x0.shape[0]
+        return total.item() / len(self.val_loader.dataset)
 
     def train_step(self, data: Iterator[Batch]) -> tuple[Tensor, Tensor]:
         cfg = self.recipe.train

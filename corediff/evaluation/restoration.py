@@ -6,6 +6,10 @@ direct reconstruction R(x_T, T) and the sampled result are each compared with x0
 * SSIM (Wang et al. 2004, eq. 13): Gaussian window (σ = 1.5, 11 taps or fewer on small
   images), K1 = 0.01, K2 = 0.03, mean of the valid-region SSIM map;
 * RMSE in [-1, 1] units.
+
+They apply to every degradation that is not Gaussian noise (:func:`restoration_applies`):
+a cold degradation's start step keeps information about x0 worth restoring, pure noise does
+not.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from corediff.interfaces import Degradation
 from corediff.pipeline import Pipeline
 
 DATA_RANGE = 2.0
@@ -72,6 +77,12 @@ def image_metrics(x: Tensor, reference: Tensor) -> dict[str, float]:
         "ssim": float(ssim(x, reference).mean()),
         "rmse": float(rmse(x, reference).mean()),
     }
+
+
+def restoration_applies(degradation: Degradation) -> bool:
+    """Whether restoration metrics are computed for ``degradation``: it does not provide
+    the "gaussian" capability."""
+    return "gaussian" not in degradation.provides
 
 
 @torch.no_grad()

@@ -34,6 +34,12 @@ class DigitsDataset(Dataset):
     """The 8×8 digits as 1-channel images of side ``image_size`` in [-1, 1]."""
 
     Config = DigitsConfig
+    metrics = frozenset({"digits_classifier"})
+
+    @classmethod
+    def held_out_config(cls, config: ComponentConfig) -> DigitsConfig:
+        """The ``test`` split (the 297 images the classifier metric never trains on)."""
+        return config.model_copy(update={"split": "test"})
 
     @classmethod
     def describe(cls, config: ComponentConfig) -> DataSpec:

@@ -46,6 +46,7 @@ class ImageFolderDataset(Dataset):
     """Images under ``root`` as [channels, image_size, image_size] tensors in [-1, 1]."""
 
     Config = ImageFolderConfig
+    metrics = frozenset({"natural_images"})
 
     @classmethod
     def describe(cls, config: ComponentConfig) -> DataSpec:

@@ -1,6 +1,10 @@
 """SNR weighting: the x0-space loss weighted by snr_t = ᾱ_t / (1 - ᾱ_t), i.e. L_simple of
 ε-prediction (Ho et al. 2020, eq. 14; Kingma et al. 2021, "Variational Diffusion Models",
-eq. 13), mapped onto any parameterization as snr / s(t)."""
+eq. 13), mapped onto any parameterization as snr / s(t).
+
+Not the DDPM book's "SNR weighting" (``snr_book``): that one is 1 / (1 + snr_t) on the ε loss,
+i.e. x0-space weight snr / (1 + snr) = ᾱ_t, which down-weights the low-noise steps that this
+weighting (weight 1 on the ε loss) keeps at full weight."""
 
 from __future__ import annotations
 
