@@ -1,5 +1,5 @@
 """Evaluating a checkpoint: generate N samples, report quality metrics (used by
-``corediff eval`` and ``python -m corediff.evaluation.results``).
+``corediff eval`` and ``corediff study``).
 
 The stored recipe is rebuilt with the ``--set`` overrides (any compatible sampler and step
 count, as for ``corediff sample``), N samples are generated with the EMA weights, and the
