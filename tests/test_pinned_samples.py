@@ -3,7 +3,7 @@
 ``tests/data/pinned_samples.safetensors`` holds samples computed by the code as it was
 before the refactor (commit in the file's metadata; regenerate with
 ``tests/data/make_pinned.py``). Every test here recomputes one of them with the code now
-installed and requires it to match to atol = 1e-5 (rtol = 0):
+installed and requires it to match to atol = 1e-5 (rtol = 0; SVD cases 1e-3, see SVD_ATOL):
 
 * ``quickstart`` / ``quickstart_ddpm20``: ``recipes/quickstart.toml`` trained for 30 steps
   through the CLI, then 10 samples (seed 0) from the EMA weights with the recipe's DDIM
@@ -37,6 +37,11 @@ REFERENCE = Path(__file__).resolve().parent / "data" / "pinned_samples.safetenso
 QUICKSTART = ROOT / "recipes" / "quickstart.toml"
 
 ATOL = 1e-5
+#: SVD cases: LAPACK's float32 SVD differs in its last bits between CPU kinds (MKL picks its
+#: code path by instruction set), and x <- D(f(x, s), s') over T steps amplifies that to
+#: ~4e-4 (measured between the reference machine and a Xeon with AVX-512). A changed
+#: algorithm, rank or step order moves samples by ~1e-1, far above this.
+SVD_ATOL = 1e-3
 
 # -- the quickstart pins ------------------------------------------------------------------------
 #: Overrides of recipes/quickstart.toml for the pinned training run (run.device = "cpu" so a
@@ -199,6 +204,7 @@ def test_quickstart_samples_unchanged(
 @pytest.mark.parametrize("case", list(SAMPLER_CASES))
 def test_sampler_unchanged(case: str, reference: dict[str, torch.Tensor]) -> None:
     """Same sampler config, network, start and generator: the same sample and direct x̂0."""
+    atol = SVD_ATOL if case.startswith("svd_") else ATOL
     for key, value in sampler_case(case).items():
         torch.testing.assert_close(
-            value, reference[key], rtol=0, atol=ATOL, msg=lambda m, k=key: f"{k}: {m}")
+            value, reference[key], rtol=0, atol=atol, msg=lambda m, k=key: f"{k}: {m}")
