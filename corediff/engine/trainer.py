@@ -44,6 +44,7 @@ from corediff.engine.rundir import MetricsLog, RunDir
 from corediff.engine.sampling import grid_columns, save_grid
 from corediff.engine.signals import GracefulStop
 from corediff.errors import Interrupted, TrainingError
+from corediff.noise import rand, randint
 from corediff.pipeline import Pipeline
 from corediff.recipe import Recipe, parse_recipe, recipe_to_dict, recipe_to_toml
 
@@ -315,15 +316,14 @@ class Trainer:
         p, cfg = self.pipeline, self.recipe.train
         g = self.generator if generator is None else generator
         net = self.net if net is None else net
-        t = torch.randint(1, p.degradation.steps + 1, (x0.shape[0],), generator=g,
-                          device=x0.device)
+        t = randint(1, p.degradation.steps + 1, (x0.shape[0],), g, x0.device)
         noise = p.degradation.sample_noise(x0, generator=g)
         if self.factor_cache is not None and index is not None:
             x_t = self.factor_cache.degrade(x0, index, t, noise)
         else:
             x_t = p.degradation.degrade(x0, t, noise)
         if y is not None and cfg.label_dropout > 0:
-            drop = torch.rand(y.shape, generator=g, device=y.device) < cfg.label_dropout
+            drop = rand(y.shape, g, y.device) < cfg.label_dropout
             y = torch.where(drop, p.data_spec.num_classes, y)
         dtype = AUTOCAST.get(cfg.precision)
         with torch.autocast(x0.device.type, dtype=dtype, enabled=dtype is not None):

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from corediff.evaluation.frechet import frechet_distance, gaussian_stats
+from corediff.noise import randint
 from corediff.registry import registry
 
 NATIVE_SIZE, NUM_CLASSES, FEATURES = 8, 10, 64
@@ -78,11 +79,11 @@ def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
     """One random round trip 8 → S → 8 (S in ``round_trips``, or none), as evaluating images
     of side S does, then a translation by up to ``shift`` pixels; drawn once per batch."""
     sides, pixels = TRAINING["round_trips"], TRAINING["shift"]
-    choice = int(torch.randint(0, len(sides) + 1, (), generator=generator))
+    choice = int(randint(0, len(sides) + 1, (), generator, "cpu"))
     if choice < len(sides):
         x = to_native(F.interpolate(x, size=sides[choice], mode="bilinear", antialias=True,
                                     align_corners=False))
-    dy, dx = torch.randint(0, 2 * pixels + 1, (2,), generator=generator).tolist()
+    dy, dx = randint(0, 2 * pixels + 1, (2,), generator, "cpu").tolist()
     padded = F.pad(x, (pixels,) * 4, value=-1.0)  # background is -1
     return padded[..., dy:dy + NATIVE_SIZE, dx:dx + NATIVE_SIZE]
 

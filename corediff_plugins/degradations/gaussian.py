@@ -12,6 +12,7 @@ from torch import Tensor
 from corediff.config import ComponentConfig
 from corediff.gaussian import GaussianTables, posterior_coefficients
 from corediff.interfaces import Degradation, Schedule
+from corediff.noise import randn
 
 
 class GaussianDegradationConfig(ComponentConfig):
@@ -36,7 +37,7 @@ class GaussianDegradation(Degradation):
                 + self.tables.bcast("sqrt_one_minus", t, x0) * noise)
 
     def sample_noise(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return randn(x0.shape, generator, x0.device, x0.dtype)
 
     def estimate_noise(self, x_t: Tensor, x0_hat: Tensor, t: Tensor) -> Tensor:
         """ε = (x_t - sqrt(ᾱ_t)·x̂0) / sqrt(1 - ᾱ_t); zeros at t = 0."""

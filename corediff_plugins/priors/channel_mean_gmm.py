@@ -20,7 +20,7 @@ from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Degradation, Prior
-from corediff.noise import randn
+from corediff.noise import multinomial, randn
 
 
 class ChannelMeanGMMConfig(ComponentConfig):
@@ -70,7 +70,7 @@ class ChannelMeanGMMPrior(Prior):
         weights, means, scale_tril = (self.mixture[k] for k in ("weights", "means", "scale_tril"))
         if shape[1] != means.shape[1]:
             raise ValueError(f"prior fitted on {means.shape[1]} channels, asked for {shape[1]}")
-        component = torch.multinomial(weights, shape[0], replacement=True, generator=generator)
+        component = multinomial(weights, shape[0], generator, device="cpu")
         z = randn((shape[0], means.shape[1], 1), generator, "cpu", torch.float64)
         mean = means[component] + (scale_tril[component] @ z).squeeze(-1)
         return mean.float()[:, :, None, None].expand(shape).contiguous().to(device)

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Prior
+from corediff.noise import randn
 
 
 class NormalPriorConfig(ComponentConfig):
@@ -27,4 +28,4 @@ class NormalPrior(Prior):
         self, shape: tuple[int, ...], *, generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
     ) -> Tensor:
-        return torch.randn(shape, generator=generator, device=device) * self.config.scale
+        return randn(shape, generator, device) * self.config.scale

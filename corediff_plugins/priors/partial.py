@@ -17,7 +17,7 @@ from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Degradation, Prior
-from corediff.noise import randn
+from corediff.noise import randint, randn
 
 
 class PartialPriorConfig(ComponentConfig):
@@ -57,9 +57,8 @@ class PartialPrior(Prior):
             raise RuntimeError("partial prior is not fitted: call fit(images) first")
         if tuple(shape[1:]) != tuple(self.bank.shape[1:]):
             raise ValueError(f"prior bank holds {tuple(self.bank.shape[1:])} images, not {shape}")
-        source = generator.device if generator is not None else "cpu"
-        index = torch.randint(len(self.bank), (shape[0],), generator=generator, device=source)
-        x0 = self.bank[index.cpu()].to(device)
+        index = randint(0, len(self.bank), (shape[0],), generator, "cpu")
+        x0 = self.bank[index].to(device)
         t = torch.full((shape[0],), self.start_step(), device=device)
         noise = self.degradation.sample_noise(x0, generator)
         x = self.degradation.degrade(x0, t, noise)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Prior
-from corediff.noise import randn
+from corediff.noise import rand, randn
 
 
 class RandomStartPriorConfig(ComponentConfig):
@@ -48,6 +48,5 @@ class RandomStartPrior(Prior):
         if self.config.distribution == "normal":
             z = randn(shape, generator, device)
         else:
-            source = generator.device if generator is not None else device
-            z = (torch.rand(shape, generator=generator, device=source) * 2 - 1).to(device)
+            z = rand(shape, generator, device) * 2 - 1
         return self.config.scale * z
