@@ -16,6 +16,24 @@ Factor cache for training (the issue: never decompose the same image at every st
 ``degrade_many`` serves every requested step from one decomposition (Algorithm 2 needs
 D(x̂0, s) and D(x̂0, s − 1)). With ``noise_std`` > 0 the degradation is stochastic:
 x_t = D_k(t)(x0) + noise_std · (t / T) · ε.
+
+Solvers (``solver``; every one returns factors in the input's float dtype, float32 at least):
+
+* ``gesvd`` / ``gesvdj`` / ``gesvda``: ``torch.linalg.svd(..., driver=...)``, cuSOLVER's
+  QR-based, Jacobi and approximate (strided-batched) SVD. ``driver`` is accepted on CUDA
+  inputs only, so on CPU these use torch's default LAPACK route (gesdd) instead.
+* ``gram_eigh``: for H ≤ W, eigh of the float64 Gram matrix G = X Xᵀ (batched; H > W uses
+  Xᵀ). U = its eigenvectors, by descending eigenvalue; Y = Uᵀ X has rows σ_i v_iᵀ, so
+  S = the row norms of Y (= √λ exactly, but accurate to ε·σ₁ instead of √ε·σ₁ for small σ)
+  and Vh = Y / S, zero rows where S = 0. U diag(S·mask) Vh = Σ_kept u_i u_iᵀ X is then an
+  exact projection whatever the eigh error; rows of Vh for S ≈ 0 need not be orthogonal.
+  Float64 absorbs the squared condition number for float32 inputs, not for float64 ones.
+* ``auto``: on CPU, and for float64 inputs, torch's default (bit-identical to the solver-less
+  code). For float32 on CUDA, ``gram_eigh``: for matrices over 32×32 PyTorch loops one
+  cuSOLVER gesvdj (or gesvd) call per matrix plus a host sync for the convergence check,
+  gesvda is batched but approximate (poor for rank-deficient matrices), while gram_eigh is
+  two batched matmuls and one batched eigh. Argued from the PyTorch/cuSOLVER docs, not
+  measured on a GPU here.
 """
 
 from __future__ import annotations
@@ -31,6 +49,8 @@ from corediff.config import ComponentConfig
 from corediff.interfaces import Degradation
 from corediff.noise import randn
 
+Solver = Literal["auto", "gesvd", "gesvdj", "gesvda", "gram_eigh"]
+
 
 class SVDConfig(ComponentConfig):
     type: Literal["svd"] = "svd"
@@ -38,6 +58,12 @@ class SVDConfig(ComponentConfig):
     noise_std: NonNegativeFloat = Field(
         0.0, description="Std of additive noise at t = T (grows as t / T; 0: deterministic)."
     )
+    solver: Solver = Field("auto", description=(
+        "How channels are decomposed. gesvd / gesvdj / gesvda: torch.linalg.svd with that "
+        "cuSOLVER driver (QR-based / Jacobi / approximate) on CUDA; on CPU the driver is not "
+        "available and torch's default LAPACK route is used. gram_eigh: eigh of the float64 "
+        "Gram matrix X Xᵀ (fast batched on GPU). auto: gram_eigh for float32 on CUDA, "
+        "otherwise torch's default (on CPU exactly the solver-less results)."))
 
 
 class SVDFactors(NamedTuple):
@@ -69,7 +95,13 @@ class SVDDegradation(Degradation):
     def decompose(self, x0: Tensor) -> SVDFactors:
         """Thin SVD of every channel of x0 [B, C, H, W], in float32 at least."""
         wide = x0 if x0.dtype == torch.float64 else x0.float()
-        return SVDFactors(*torch.linalg.svd(wide, full_matrices=False))
+        solver = self.config.solver
+        if solver == "auto":
+            solver = "gram_eigh" if wide.is_cuda and wide.dtype == torch.float32 else None
+        if solver == "gram_eigh":
+            return gram_eigh_svd(wide)
+        driver = solver if wide.is_cuda else None  # cuSOLVER drivers only exist on CUDA
+        return SVDFactors(*torch.linalg.svd(wide, full_matrices=False, driver=driver))
 
     @staticmethod
     def flip_factors(factors: SVDFactors) -> SVDFactors:
@@ -127,3 +159,18 @@ class SVDDegradation(Degradation):
             return x_t
         noise = torch.randn_like(x_t) if noise is None else noise
         return x_t + self._noise_scale(t, x_t) * noise
+
+
+def gram_eigh_svd(x: Tensor) -> SVDFactors:
+    """Thin SVD of x [..., H, W] from eigh of its float64 Gram matrix, in x's dtype."""
+    if x.shape[-2] > x.shape[-1]:  # tall: from the wide Xᵀ = V Σ Uᵀ
+        U, S, Vh = gram_eigh_svd(x.mT)
+        return SVDFactors(Vh.mT.contiguous(), S, U.mT.contiguous())
+    wide = x.double()
+    U = torch.linalg.eigh(wide @ wide.mT).eigenvectors.flip(-1)  # descending eigenvalues
+    Y = U.mT @ wide  # rows σ_i v_iᵀ
+    S, order = torch.linalg.vector_norm(Y, dim=-1).sort(dim=-1, descending=True, stable=True)
+    U = U.gather(-1, order.unsqueeze(-2).expand_as(U))
+    Y = Y.gather(-2, order.unsqueeze(-1).expand_as(Y))
+    Vh = torch.where(S[..., None] > 0, Y / S[..., None].clamp_min(1e-300), 0.0)
+    return SVDFactors(U.to(x.dtype), S.to(x.dtype), Vh.to(x.dtype))
