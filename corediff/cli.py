@@ -163,6 +163,39 @@ def build_parser() -> argparse.ArgumentParser:
                        "submitit-local: parallel local processes; slurm: one job per cell")
     study.set_defaults(func=_handler("corediff.commands.study:main"))
 
+    data = commands.add_parser("data", help="prepare a recipe's data for fast loading")
+    data_cmds = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    prepare = data_cmds.add_parser(
+        "prepare", help="decode and resize the recipe's images once into a uint8 cache",
+        description="Write the dataset's prepared cache (decoded, resized uint8 images, "
+        "memory-mapped at training time); a dataset that reads no files is refused.",
+    )
+    prepare.add_argument("recipe", help="path to a TOML recipe")
+    _add_set(prepare)
+    prepare.set_defaults(func=_handler("corediff.commands.data:prepare"))
+
+    bench = commands.add_parser(
+        "bench", help="check and measure this machine (CUDA, bf16, compile, DDP, speed)",
+        description="Check CUDA, bf16 autocast, channels_last, torch.compile, DDP and a "
+        "sync-free training step, then measure training images/s and MFU, the SVD share of "
+        "a step, data loading, sampling and peak memory. Writes report.json and report.md; "
+        "what cannot run here is marked skipped.",
+    )
+    bench.add_argument("--out", default="bench", help="output folder (default: bench)")
+    bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    bench.add_argument("--quick", action="store_true",
+                       help="tiny sizes (16×16, batch 4, tiny presets): seconds on a CPU")
+    bench.add_argument("--image-size", type=_bounded(8, 1024),
+                       help="measured image side (default 64; 16 with --quick)")
+    bench.add_argument("--batch", type=_bounded(1, 4096),
+                       help="measured batch size (default 32; 4 with --quick)")
+    bench.add_argument("--no-compile", action="store_true", help="skip the torch.compile check")
+    bench.add_argument("--compile-on-cpu", action="store_true",
+                       help="run the torch.compile check on a CPU too (slow)")
+    bench.add_argument("--ddp-on-cpu", action="store_true",
+                       help="run the DDP check on a CPU too (2 processes under gloo)")
+    bench.set_defaults(func=_handler("corediff.commands.bench:main"))
+
     plugins = commands.add_parser("plugins", help="list or check installed plugins")
     plugin_cmds = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", required=True)
     listing = plugin_cmds.add_parser("list", help="list plugins (imports none of them)")

@@ -498,6 +498,10 @@ class Dataset(torch.utils.data.Dataset, Component):
     * ``held_out_config(config)``: the config of held-out real images to compare samples
       with (e.g. a test split), or None when there is none and a seeded subset of the
       training images is used.
+
+    Optional hook: ``prepare_cache(config)`` (``corediff data prepare``) writes a cache of
+    decoded, resized images that the dataset reads instead of its sources (see
+    :mod:`corediff.data_cache`); datasets without one (in-memory ones) keep the default.
     """
 
     kind = "dataset"
@@ -512,6 +516,21 @@ class Dataset(torch.utils.data.Dataset, Component):
     @classmethod
     def held_out_config(cls, config: ComponentConfig) -> ComponentConfig | None:
         """Config of the held-out images matching ``config`` (default None: none)."""
+        return None
+
+    @classmethod
+    def fixed_items(cls, config: ComponentConfig) -> bool:
+        """Whether item i is always the same image, up to a horizontal mirror (no random
+        crop or other augmentation): what lets training cache per-image factors (the SVD
+        factor cache) and skip re-decomposing them. Default False (the safe answer)."""
+        return False
+
+    @classmethod
+    def prepare_cache(cls, config: ComponentConfig) -> Any:
+        """Write the prepared cache for ``config`` and return its folder (a
+        ``pathlib.Path``), or None (the default) when this dataset has nothing to prepare.
+        A classmethod so that a stale cache, which opening the dataset refuses, can be
+        rebuilt."""
         return None
 
     def __init__(self, config: ComponentConfig | None = None) -> None:

@@ -1,0 +1,32 @@
+"""``corediff data prepare RECIPE``: write the recipe's dataset cache (decoded, resized uint8
+images, :mod:`corediff.data_cache`) so training reads a memory map instead of decoding files.
+
+The dataset class comes from the registry by the recipe's ``[data] type``; it prepares through
+its ``prepare_cache`` hook (:class:`corediff.interfaces.Dataset`). A dataset without one is
+refused: there is nothing to prepare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from corediff import data_cache
+from corediff.errors import CorediffError
+from corediff.recipe import load_recipe
+from corediff.registry import registry
+
+
+def prepare(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, args.overrides)
+    name = recipe.data.type
+    start = time.perf_counter()
+    directory = registry("dataset").get(name).prepare_cache(recipe.data)
+    if directory is None:
+        raise CorediffError(f"dataset '{name}' has nothing to prepare (it reads no files)")
+    cache = data_cache.read(directory)
+    unreadable = int((cache.index[:, 1] == 0).sum())
+    print(f"{len(cache)} images ({cache.manifest['pixels_bytes'] / 2**20:.1f} MiB, "
+          f"{unreadable} unreadable) cached in {directory} "
+          f"({time.perf_counter() - start:.1f} s)")
+    return 0
