@@ -7,20 +7,40 @@ factors: for SVD the decomposition is ~99 % of a degradation's cost.
 
 Every x_t comes from ``degrade_from_factors`` applied to the factors of the image in a
 *canonical orientation* (itself or its horizontal mirror, chosen from its pixels alone,
-flipped back with ``flip_factors``), so the result does not depend on what the cache holds:
-a cold cache (after a resume) gives the same bits as a warm one, whichever orientation a
-randomly mirrored image was first seen in.
+flipped back with ``flip_factors``), rounded to the storage dtype whether just computed or
+read back, so the result does not depend on what the cache holds: a cold cache (after a
+resume) gives the same bits as a warm one.
+
+Memory is bounded (:func:`plan`, ``train.factor_cache``): the factors live on the training
+device, in (pinned) host memory gathered per batch with non-blocking copies, or nowhere; at
+most ``capacity`` images are stored (indices below it), the others are decomposed at every
+step. The cache serves datasets whose items are fixed up to a mirror
+(:meth:`corediff.interfaces.Dataset.fixed_items`); a per-image fingerprint on the device (an
+exact integer checksum) catches a dataset that breaks this, read by :meth:`FactorCache.check`
+at checkpoints.
+
+Host syncs: none in :meth:`FactorCache.degrade` with device placement (which rows to
+decompose is known on the host, from the loader's CPU indices); with host placement, storing
+an image's factors the first time it is seen copies them to the host (first epoch only).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from corediff.errors import TrainingError
+
 #: The methods a degradation needs for the cache (duck typed; the core imports no plugin).
 PROTOCOL = ("decompose", "flip_factors", "degrade_from_factors")
+#: Storage dtypes of ``train.factor_dtype`` (bfloat16's 8-bit mantissa gives RMS errors of
+#: 1.6e-3, above the 1e-3 bar, so it is not offered).
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+GIB = 2**30
 
 
 def _parts(factors: Any) -> tuple[Tensor, ...]:
@@ -52,79 +72,179 @@ def canonical(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(flip.view(shape), mirrored, x), flip
 
 
+def supports(degradation: Any) -> bool:
+    """Whether ``degradation`` offers the factor protocol."""
+    return all(callable(getattr(degradation, name, None)) for name in PROTOCOL)
+
+
+def bytes_per_image(degradation: Any, shape: tuple[int, int, int], dtype: torch.dtype) -> int:
+    """Stored bytes per image of ``shape`` (C, H, W): its factors in ``dtype`` plus an 8-byte
+    fingerprint (from one decomposition of a blank image)."""
+    parts = _parts(degradation.decompose(torch.zeros((1, *shape))))
+    size = torch.empty((), dtype=dtype).element_size()
+    return sum(part[0].numel() for part in parts) * size + 8
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where the factors go (``placement`` None: no cache), how many images fit, and the
+    one-line notice saying so."""
+
+    placement: Literal["device", "host"] | None
+    capacity: int
+    notice: str
+
+
+def plan(
+    mode: Literal["auto", "device", "host", "off"], *, images: int, per_image: int,
+    device_gib: float, host_gib: float,
+) -> Plan:
+    """Choose the placement for ``images`` images of ``per_image`` bytes under the budgets.
+
+    "auto": the device when every image fits in ``device_gib``, else host memory for as many
+    as fit in ``host_gib`` (none fit: no cache). "device" / "host": that placement, for as
+    many images as its budget holds. "off": no cache.
+    """
+    need = images * per_image / GIB
+    if mode == "off":
+        return Plan(None, 0, "factor cache: off (train.factor_cache)")
+    if mode == "auto":
+        mode = "device" if need <= device_gib else "host"
+    budget = device_gib if mode == "device" else host_gib
+    capacity = min(images, int(budget * GIB // per_image))
+    if capacity == 0:
+        return Plan(None, 0, f"factor cache: off, one image's factors ({per_image / GIB:.2g} "
+                    f"GiB) exceed the {mode} budget of {budget:g} GiB")
+    held = f"{capacity} of {images} images" if capacity < images else f"all {images} images"
+    rest = "; the others are decomposed at every step" if capacity < images else ""
+    return Plan(mode, capacity, f"factor cache: {mode} memory, {held}, "
+                f"{capacity * per_image / GIB:.3g} of {need:.3g} GiB{rest}")
+
+
 class FactorCache:
-    """Factors of every training image by dataset index, filled lazily during training.
+    """Factors of training images by dataset index (those below ``capacity``), filled lazily.
 
-    Holds, in tensors preallocated on the first call (on the images' device), each index's
-    canonical image as first seen, its factors and a ``filled`` mask. Memory per image: the
-    image plus its factors; for ``svd`` on C×H×W float32 images that is
-    4·C·(H·W + H·K + K + K·W) bytes with K = min(H, W), e.g. 3×64×64: 49 KiB + 97 KiB
-    = 146 KiB per image (AFHQ's 14,630 training images: ~2.1 GB).
-
-    A row whose image differs from the stored one (random crops, augmentation) is decomposed
-    afresh, without being stored, so the result is always D(x0, t) of the image given.
+    ``placement`` "device" keeps them on ``device``, "host" in CPU memory (pinned when
+    ``device`` is CUDA) gathered per batch; ``dtype`` is the storage dtype (None: as
+    decomposed; float16 halves the memory, see tests/test_factor_cache.py for its error).
+    For ``svd`` on C×H×W images the factors take C·(H·K + K + K·W) values with
+    K = min(H, W), e.g. 3×64×64 in float32: 97 KiB per image (AFHQ's 14,630 training images:
+    1.4 GB); at 512×512: 6 MiB per image.
     """
 
-    def __init__(self, degradation: Any, size: int) -> None:
-        self.degradation, self.size = degradation, size
-        self.images: Tensor | None = None
+    def __init__(
+        self, degradation: Any, size: int, *, capacity: int | None = None,
+        placement: Literal["device", "host"] = "device", device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.degradation, self.size, self.dtype = degradation, size, dtype
+        self.capacity = size if capacity is None else min(size, capacity)
+        self.device = torch.device(device)
+        self.storage_device = self.device if placement == "device" else torch.device("cpu")
+        self.pin = placement == "host" and self.device.type == "cuda"
         self.parts: list[Tensor] = []
-        self.filled: Tensor | None = None
+        self.filled = np.zeros(self.capacity, dtype=bool)  # host-side: no sync to read
+        self.fingerprints: Tensor | None = None
+        self.mismatch = torch.zeros((), dtype=torch.bool, device=self.device)
         self._kind: type = Tensor
+        self._weights: Tensor | None = None
         self.decomposed = 0  # images decomposed so far (stored or not)
 
-    @staticmethod
-    def supports(degradation: Any) -> bool:
-        """Whether ``degradation`` offers the factor protocol."""
-        return all(callable(getattr(degradation, name, None)) for name in PROTOCOL)
+    supports = staticmethod(supports)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the stored factors and fingerprints."""
+        held = [*self.parts] + ([self.fingerprints] if self.fingerprints is not None else [])
+        return sum(part.numel() * part.element_size() for part in held)
 
     def degrade(self, x0: Tensor, index: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
-        """D(x0, t, noise) for a batch x0 [B, C, H, W] of dataset images ``index`` [B]."""
-        index = index.to(x0.device, torch.long)
+        """D(x0, t, noise) for a batch x0 [B, C, H, W] of dataset images ``index`` [B] (a CPU
+        tensor, as the data loader gives it)."""
+        rows = index.cpu().numpy()
         canon, flip = canonical(x0)
-        if self.images is None:
-            need = torch.ones_like(flip)
-        else:
-            same = (self.images.index_select(0, index) == canon).flatten(1).all(1)
-            need = ~self.filled[index] | ~same
-        rows = need.nonzero().squeeze(1)
-        fresh = self.degradation.decompose(canon.index_select(0, rows)) if len(rows) else None
-        if fresh is not None:
-            self.decomposed += len(rows)
-            if self.images is None:
-                self._allocate(canon, fresh)
-            self._store(index.index_select(0, rows), canon.index_select(0, rows), _parts(fresh))
-        parts = [part.index_select(0, index) for part in self.parts]
-        if fresh is not None:
-            for part, new in zip(parts, _parts(fresh), strict=True):
-                part.index_copy_(0, rows, new)
-        mirrored = flip.nonzero().squeeze(1)
-        if len(mirrored):
-            subset = _build(self._kind, [part.index_select(0, mirrored) for part in parts])
-            flipped = _parts(self.degradation.flip_factors(subset))
-            for part, new in zip(parts, flipped, strict=True):
-                part.index_copy_(0, mirrored, new)
+        stored = rows < self.capacity
+        slots = np.where(stored, rows, 0)
+        fresh = np.flatnonzero(~stored | ~self.filled[slots])
+        parts = self._gather(slots) if self.parts else None
+        if len(fresh):
+            positions = torch.from_numpy(fresh).to(x0.device, non_blocking=True)
+            factors = self.degradation.decompose(canon.index_select(0, positions))
+            new = [p if self.dtype is None else p.to(self.dtype) for p in _parts(factors)]
+            self.decomposed += len(fresh)
+            if not self.parts:
+                self._kind = type(factors)
+                self._allocate(canon, new)
+                parts = [p.new_zeros((len(rows), *p.shape[1:])) for p in new]
+            for part, values in zip(parts, new, strict=True):
+                part.index_copy_(0, positions, values)
+            self._store(rows, fresh, stored, canon, positions, new)
+        self._check_fingerprints(canon, slots, stored, fresh)
+        compute = x0.dtype if x0.dtype == torch.float64 else torch.float32
+        parts = [part.to(compute) for part in parts]
+        flipped = _parts(self.degradation.flip_factors(_build(self._kind, parts)))
+        parts = [torch.where(flip.view(-1, *(1,) * (p.dim() - 1)), f, p)
+                 for p, f in zip(parts, flipped, strict=True)]
         x_t = self.degradation.degrade_from_factors(_build(self._kind, parts), t, noise)
         return torch.where((t == 0).view(-1, *(1,) * (x0.dim() - 1)), x0, x_t.to(x0.dtype))
 
-    def _allocate(self, canon: Tensor, fresh: Any) -> None:
-        self.images = canon.new_empty((self.size, *canon.shape[1:]))
-        self.parts = [p.new_empty((self.size, *p.shape[1:])) for p in _parts(fresh)]
-        self.filled = torch.zeros(self.size, dtype=torch.bool, device=canon.device)
-        self._kind = type(fresh)
+    def check(self) -> None:
+        """Raise when a stored image came back different (one host sync: call it at
+        checkpoints)."""
+        if bool(self.mismatch):
+            raise TrainingError(
+                "the factor cache found a dataset item that changed between epochs (random "
+                "crops or augmentation other than a mirror), but the dataset declares fixed "
+                "items (Dataset.fixed_items); set train.factor_cache = 'off' or fix the dataset")
 
-    def _store(self, index: Tensor, images: Tensor, parts: tuple[Tensor, ...]) -> None:
-        """Store the rows whose index is not filled yet (the first row of each index)."""
-        new = (~self.filled[index]).nonzero().squeeze(1)
-        if not len(new):
+    # -- internals ------------------------------------------------------------------------------
+    def _gather(self, slots: np.ndarray) -> list[Tensor]:
+        index = torch.from_numpy(slots).to(self.storage_device, non_blocking=True)
+        parts = [part.index_select(0, index) for part in self.parts]
+        if self.storage_device == self.device:
+            return parts
+        if self.pin:
+            parts = [part.pin_memory() for part in parts]
+        return [part.to(self.device, non_blocking=True) for part in parts]
+
+    def _allocate(self, canon: Tensor, fresh: list[Tensor]) -> None:
+        pinned = {"pin_memory": True} if self.pin else {}
+        self.parts = [torch.empty((self.capacity, *p.shape[1:]), dtype=p.dtype,
+                                  device=self.storage_device, **pinned) for p in fresh]
+        self.fingerprints = torch.zeros(self.capacity, dtype=torch.int64, device=self.device)
+        generator = torch.Generator().manual_seed(0)
+        self._weights = torch.randint(1, 256, (canon[0].numel(),), generator=generator
+                                      ).to(self.device)
+
+    def _fingerprint(self, images: Tensor) -> Tensor:
+        """Σ w_i · bits(x_i) over the float32 pixels' bit patterns, in exact int64 arithmetic
+        (< 2^39 per term), so it does not depend on the batch or the summation order."""
+        bits = images.float().flatten(1).view(torch.int32).long()
+        return (bits * self._weights).sum(1)
+
+    def _store(self, rows: np.ndarray, fresh: np.ndarray, stored: np.ndarray, canon: Tensor,
+               positions: Tensor, new: list[Tensor]) -> None:
+        """Store the fresh rows below capacity (the first row of each index)."""
+        keep = fresh[stored[fresh]]
+        if not len(keep):
             return
-        unique, inverse = torch.unique(index[new], return_inverse=True)
-        positions = torch.arange(len(new), device=index.device)
-        first = torch.full((len(unique),), len(new), device=index.device).scatter_reduce(
-            0, inverse, positions, "amin")
-        keep = new[first]
-        slots = index[keep]
-        self.images.index_copy_(0, slots, images[keep])
-        for part, values in zip(self.parts, parts, strict=True):
-            part.index_copy_(0, slots, values[keep])
+        slots, first = np.unique(rows[keep], return_index=True)
+        chosen = np.searchsorted(fresh, keep[first])  # their places among the fresh rows
+        target = torch.from_numpy(slots).to(self.storage_device, non_blocking=True)
+        pick = torch.from_numpy(chosen).to(canon.device, non_blocking=True)
+        for part, values in zip(self.parts, new, strict=True):
+            part.index_copy_(0, target, values.index_select(0, pick).to(self.storage_device))
+        self.fingerprints.index_copy_(
+            0, target.to(self.device, non_blocking=True),
+            self._fingerprint(canon.index_select(0, positions.index_select(0, pick))))
         self.filled[slots] = True
+
+    def _check_fingerprints(self, canon: Tensor, slots: np.ndarray, stored: np.ndarray,
+                            fresh: np.ndarray) -> None:
+        cached = np.setdiff1d(np.flatnonzero(stored), fresh, assume_unique=True)
+        if not len(cached) or self._weights is None:
+            return
+        rows = torch.from_numpy(cached).to(self.device, non_blocking=True)
+        where = torch.from_numpy(slots[cached]).to(self.device, non_blocking=True)
+        seen = self._fingerprint(canon.index_select(0, rows))
+        self.mismatch |= (seen != self.fingerprints.index_select(0, where)).any()

@@ -21,7 +21,9 @@ from corediff.errors import TrainingError
 MAY_CHANGE = (
     "train.steps", "train.log_every", "train.checkpoint_every", "train.sample_every",
     "train.lr", "train.warmup_steps", "train.min_lr_ratio", "train.num_workers",
-    "train.compile", "sample.", "run.device", "run.name", "run.root",
+    "train.compile", "train.prefetch_factor", "train.factor_cache",
+    "train.factor_cache_device_gib", "train.factor_cache_host_gib", "sample.", "run.device",
+    "run.name", "run.root",
 )
 
 

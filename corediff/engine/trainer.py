@@ -19,6 +19,7 @@ import contextlib
 import math
 import random
 import signal
+import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from corediff import __version__
 from corediff.builder import build
-from corediff.engine import checkpoint
+from corediff.engine import checkpoint, factor_cache
 from corediff.engine.distributed import Context, any_across, barrier, gather, mean_across
 from corediff.engine.factor_cache import FactorCache
 from corediff.engine.guard import RunLock, check_location, claim, remove_leftovers
@@ -165,19 +166,45 @@ class Trainer:
             seed=seed,
         )
         self.loader_generator = torch.Generator()
-        degradation = self.pipeline.degradation
-        self.factor_cache = (FactorCache(degradation, len(dataset))
-                             if FactorCache.supports(degradation) else None)
+        self.factor_cache = self._factor_cache()
+        workers = {"persistent_workers": True, "prefetch_factor": cfg.prefetch_factor} \
+            if cfg.num_workers > 0 else {}
         self.loader = DataLoader(
             _Indexed(self.train_set), batch_size=cfg.batch_size, sampler=self.data_sampler,
             num_workers=cfg.num_workers, generator=self.loader_generator,
             drop_last=len(self.data_sampler) >= cfg.batch_size,
-            pin_memory=device.type == "cuda",
+            pin_memory=device.type == "cuda", **workers,
         )
         self.step = 0
         self.smoothed: float | None = None
         self.best = math.inf
         self.pending: list[tuple[float, float]] = []  # (loss, grad_norm) since the last row
+
+    def _factor_cache(self) -> FactorCache | None:
+        """The SVD-style factor cache the recipe's [train] factor_cache settings allow, with a
+        one-line notice of where it lives (None: the degradation has no factors, the dataset's
+        items change between epochs, or nothing fits the budget)."""
+        cfg, degradation = self.recipe.train, self.pipeline.degradation
+        dataset = self.pipeline.dataset
+        if not factor_cache.supports(degradation):
+            return None
+        if not type(dataset).fixed_items(dataset.config):
+            chosen = factor_cache.Plan(None, 0, "factor cache: off, the dataset's items change "
+                                       "between epochs (random crops or augmentation)")
+        else:
+            spec, dtype = self.pipeline.data_spec, factor_cache.DTYPES[cfg.factor_dtype]
+            per_image = factor_cache.bytes_per_image(
+                degradation, (spec.channels, spec.image_size, spec.image_size), dtype)
+            chosen = factor_cache.plan(
+                cfg.factor_cache, images=len(dataset), per_image=per_image,
+                device_gib=cfg.factor_cache_device_gib, host_gib=cfg.factor_cache_host_gib)
+        if self.context.is_main:
+            tqdm.write(f"corediff: {chosen.notice}", file=sys.stderr)
+        if chosen.placement is None:
+            return None
+        return FactorCache(degradation, len(dataset), capacity=chosen.capacity,
+                           placement=chosen.placement, device=self.context.device,
+                           dtype=factor_cache.DTYPES[cfg.factor_dtype])
 
     # -- state ---------------------------------------------------------------------------------
     def fit_components(self) -> None:
@@ -255,6 +282,8 @@ class Trainer:
         "val_loss"`` the validation loss, computed here whenever images are held out and
         recorded with its history in the state."""
         self.check_finite()
+        if self.factor_cache is not None:
+            self.factor_cache.check()
         if self.val_loader is not None:
             self.val_history.append((self.step, self.validation_loss()))
         by_val = self.recipe.train.best_by == "val_loss"

@@ -42,6 +42,11 @@ class DigitsDataset(Dataset):
         return config.model_copy(update={"split": "test"})
 
     @classmethod
+    def fixed_items(cls, config: ComponentConfig) -> bool:
+        """Every item is a fixed digit (no augmentation)."""
+        return True
+
+    @classmethod
     def describe(cls, config: ComponentConfig) -> DataSpec:
         """One channel, the config's size, 10 classes when class_labels."""
         return DataSpec(1, config.image_size, 10 if config.class_labels else None)

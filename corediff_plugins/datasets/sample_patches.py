@@ -95,6 +95,11 @@ class SamplePatchesDataset(Dataset):
     metrics = frozenset({"natural_images"})
 
     @classmethod
+    def fixed_items(cls, config: ComponentConfig) -> bool:
+        """Patches are cut once from the seed; ``hflip`` only mirrors them."""
+        return True
+
+    @classmethod
     def describe(cls, config: ComponentConfig) -> DataSpec:
         """Channels and size from the config (class count: known once the data is read)."""
         return DataSpec(3, config.image_size)
