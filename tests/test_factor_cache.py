@@ -196,8 +196,8 @@ def test_bounded_capacity_serves_every_image_exactly(placement, monkeypatch):
     bounded_svd = make(steps=8)
     calls = count_rows(monkeypatch, bounded_svd)
     bounded = FactorCache(bounded_svd, size=8, capacity=3, placement=placement)
-    for (x0, t, expected), (_, _, got) in zip(_epochs(full, images, 7), _epochs(bounded, images, 7),
-                                              strict=True):
+    unbounded, limited = _epochs(full, images, 7), _epochs(bounded, images, 7)
+    for (_, _, expected), (_, _, got) in zip(unbounded, limited, strict=True):
         assert torch.equal(got, expected)
     assert bounded.filled.tolist() == [True] * 3
     per_image = factor_cache.bytes_per_image(make(steps=8), (3, 10, 12), torch.float32)
