@@ -13,7 +13,8 @@ own; the null label ``num_classes`` asks for unconditional samples.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,34 @@ class Generated:
     images: Tensor
     trajectory: list[TrajectoryStep] = field(default_factory=list)
     nfe: int = 0
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """TensorFloat-32 matmuls and convolutions on CUDA while inside (restored after); a CPU
+    ignores the flags."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    if enabled:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def sampling_network(network: nn.Module, precision: str = "fp32",
+                     compile: bool = False) -> Callable[..., Tensor]:
+    """``network`` as sampling calls it: compiled with ``torch.compile`` when asked, run
+    under bf16 autocast for ``precision = "bf16"``, its output returned in float32 (the
+    sampler's own arithmetic stays in float32/float64 whatever the network's precision)."""
+    run = torch.compile(network) if compile else network
+    autocast = precision == "bf16"
+
+    def call(x: Tensor, *args: Any) -> Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            return run(x, *args).float()
+
+    return call
 
 
 @dataclass
@@ -105,45 +134,59 @@ class Pipeline:
         )
         return Pipeline(**{**self.__dict__, "sampler": sampler})
 
+    def generate(self, n: int, **options: Any) -> Generated:
+        """n samples from the prior through the sampler (see the module docstring), gathered
+        on the CPU; options as :meth:`generate_batches`."""
+        batches = list(self.generate_batches(n, **options))
+        return Generated(torch.cat([batch.images for batch in batches]),
+                         batches[0].trajectory, batches[0].nfe)
+
     @torch.no_grad()
-    def generate(
+    def generate_batches(
         self, n: int, *, labels: int | Tensor | None = None, seed: int = 0,
         generator: torch.Generator | None = None, batch_size: int | None = None,
         steps: int | None = None, trajectory: bool = False, model: nn.Module | None = None,
-        callback: Callable[[int, int], None] | None = None,
-    ) -> Generated:
-        """n samples from the prior through the sampler (see the module docstring).
+        callback: Callable[[int, int], None] | None = None, precision: str | None = None,
+        compile: bool | None = None,
+    ) -> Iterator[Generated]:
+        """The n samples one batch at a time (device memory bounded by the batch; a caller
+        that writes each batch out holds no more than one on the CPU either).
 
-        ``generator`` (on the model's device) overrides ``seed``; ``steps`` overrides the
-        sampler's step count; ``model`` replaces the pipeline's network (e.g. EMA weights);
-        ``callback(i, n)`` is called after each sampling step of each batch (a progress bar).
+        ``generator`` (on the model's device) overrides ``seed``; ``batch_size``, ``precision``
+        ("fp32", "tf32", "bf16") and ``compile`` default to the recipe's [sample] settings;
+        ``steps`` overrides the sampler's step count; ``model`` replaces the pipeline's
+        network (e.g. EMA weights); ``callback(i, n)`` is called after each sampling step of
+        each batch (a progress bar). The first batch carries the trajectory when asked for.
         """
         if steps is not None:
-            return self.with_sampler(steps=steps).generate(
+            yield from self.with_sampler(steps=steps).generate_batches(
                 n, labels=labels, seed=seed, generator=generator, batch_size=batch_size,
-                trajectory=trajectory, model=model, callback=callback)
+                trajectory=trajectory, model=model, callback=callback, precision=precision,
+                compile=compile)
+            return
+        cfg = self.recipe.sample
+        precision = cfg.precision if precision is None else precision
         network = model if model is not None else self.model
         device = next(network.parameters()).device
+        fast = sampling_network(network, precision, cfg.compile if compile is None else compile)
         if generator is None:
             generator = torch.Generator(device).manual_seed(seed)
         all_labels = self.labels(n, labels)
-        batch_size = batch_size or self.recipe.sample.batch_size
+        batch_size = batch_size or cfg.batch_size
         spec, start = self.data_spec, self.prior.start_step()
-        samples, path, nfe = [], [], 0
         for first in range(0, n, batch_size):
             size = min(batch_size, n - first)
-            x = self.prior.sample(
-                (size, spec.channels, spec.image_size, spec.image_size),
-                generator=generator, device=device,
-            )
-            y = None if all_labels is None else all_labels[first:first + size]
-            result = self.sampler.sample(
-                self.denoiser(y, network), x, start=start, generator=generator,
-                trajectory=trajectory and first == 0, callback=callback,
-            )
-            samples.append(result.sample.float().cpu())
-            path, nfe = path or result.trajectory, result.nfe
-        return Generated(torch.cat(samples), path, nfe)
+            with tf32(precision == "tf32"):
+                x = self.prior.sample(
+                    (size, spec.channels, spec.image_size, spec.image_size),
+                    generator=generator, device=device,
+                )
+                y = None if all_labels is None else all_labels[first:first + size]
+                result = self.sampler.sample(
+                    self.denoiser(y, fast), x, start=start, generator=generator,
+                    trajectory=trajectory and first == 0, callback=callback,
+                )
+            yield Generated(result.sample.float().cpu(), result.trajectory, result.nfe)
 
     def sample(self, n: int, **options: Any) -> Tensor:
         """n images [n, C, H, W] in [-1, 1] on the CPU; options as :meth:`generate`."""
@@ -170,7 +213,10 @@ class Pipeline:
         t_batch = torch.full((x0.shape[0],), start, dtype=torch.long, device=x0.device)
         noise = self.degradation.sample_noise(x0, generator=generator)
         degraded = self.degradation.degrade(x0, t_batch, noise)
-        result = self.sampler.sample(
-            self.denoiser(labels, network), degraded, start=start, generator=generator
-        )
+        cfg = self.recipe.sample
+        with tf32(cfg.precision == "tf32"):
+            result = self.sampler.sample(
+                self.denoiser(labels, sampling_network(network, cfg.precision, cfg.compile)),
+                degraded, start=start, generator=generator,
+            )
         return degraded, result.direct, result.sample

@@ -94,6 +94,12 @@ class SampleConfig(StrictModel):
     batch_size: BatchSize = Field(64, description="Samples generated per batch.")
     seed: Seed = Field(0, description="Seed of the sampling noise.")
     use_ema: bool = Field(True, description="Sample with the EMA weights.")
+    precision: Literal["fp32", "tf32", "bf16"] = Field(
+        "fp32", description="Network precision while sampling: fp32; tf32 (TensorFloat-32 "
+        "matmuls and convolutions on CUDA, fp32 elsewhere); bf16 autocast. The sampler's own "
+        "arithmetic stays in float32/float64.",
+    )
+    compile: bool = Field(False, description="torch.compile the network for sampling.")
     label: int | None = Field(
         None, ge=0, description="Class label to generate (None: all classes in turn)."
     )

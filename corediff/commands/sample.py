@@ -27,19 +27,22 @@ def main(args: argparse.Namespace) -> int:
         return _restore(pipeline, model, args, loaded.run_root, n=n, seed=seed)
     batches = -(-n // cfg.batch_size)
     total = batches * pipeline.sampler.nfe(pipeline.prior.start_step())
-    with tqdm(total=total, unit="nfe", desc="sampling", dynamic_ncols=True) as bar:
-        generated = pipeline.generate(n, labels=cfg.label, seed=seed, model=model,
-                                      trajectory=args.trajectory,
-                                      callback=lambda i, steps: bar.update(
-                                          pipeline.sampler.evaluations_per_step))
-    images, steps = generated.images, generated.trajectory
     stem = f"{pipeline.recipe.diffusion.sampler.type}_seed{seed}"
     out = Path(args.out) if args.out else loaded.run_root / "generated" / (
         stem if args.individual else f"{stem}.png")
-    if args.individual:
-        save_individual(images, out)
-    else:
-        save_grid(images, out, nrow=grid_columns(pipeline, n))
+    kept, steps, written = [], [], 0
+    with tqdm(total=total, unit="nfe", desc="sampling", dynamic_ncols=True) as bar:
+        for batch in pipeline.generate_batches(
+                n, labels=cfg.label, seed=seed, model=model, trajectory=args.trajectory,
+                callback=lambda i, count: bar.update(pipeline.sampler.evaluations_per_step)):
+            steps = steps or batch.trajectory
+            if args.individual:  # written as they come: memory bounded by one batch
+                save_individual(batch.images, out, first=written)
+            else:
+                kept.append(batch.images)
+            written += len(batch.images)
+    if not args.individual:
+        save_grid(torch.cat(kept), out, nrow=grid_columns(pipeline, n))
     print(f"samples: {out}")
     if args.trajectory:
         strip = out.with_name(f"{out.stem}_trajectory.png")

@@ -33,9 +33,10 @@ def save_grid(images: Tensor, path: Path, nrow: int) -> None:
     save_image(images.clamp(-1, 1), str(path), nrow=nrow, normalize=True, value_range=(-1, 1))
 
 
-def save_individual(images: Tensor, folder: Path) -> None:
+def save_individual(images: Tensor, folder: Path, first: int = 0) -> None:
+    """One PNG per image, numbered from ``first`` (``00000.png``, ...)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(images):
+    for i, image in enumerate(images, start=first):
         save_grid(image[None], folder / f"{i:05d}.png", nrow=1)
 
 
