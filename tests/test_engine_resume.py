@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import tomli_w
@@ -85,3 +87,33 @@ def test_two_process_ddp_trains_and_only_rank0_writes(tmp_path):
     state = checkpoint.load_state(run_dir / "checkpoints" / "last")
     assert state["world_size"] == 2 and state["step"] == 6
     assert done.stdout.count("checkpoint:") == 1
+
+
+def test_two_process_ddp_with_the_factor_cache_and_gradient_accumulation(tmp_path):
+    """SVD cold diffusion under DDP with 2 micro-batches per step: each rank keeps its own
+    factor cache (said once, by rank 0), gradients are synchronised only on the last
+    micro-batch, and the run ends at its step count with finite losses."""
+    recipe = tmp_path / "svd.toml"
+    write_recipe(recipe, steps=4, checkpoint_every=4, log_every=2, grad_accum=2,
+                 label_dropout=0.0)
+    data = tomllib.loads(recipe.read_text())
+    data["diffusion"] = {
+        "schedule": {"type": "rank_linear", "steps": 8}, "degradation": {"type": "svd"},
+        "parameterization": {"type": "residual"}, "loss_weighting": {"type": "simple"},
+        "sampler": {"type": "cold_improved"}, "prior": {"type": "partial", "bank_size": 16},
+    }
+    recipe.write_text(tomli_w.dumps(data))
+    run_dir = tmp_path / "ddp_svd"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "corediff", "train",
+         str(recipe), "--run-dir", str(run_dir)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(re.findall(r"factor cache: device memory, all \d+ images", done.stderr)) == 1
+    rows = losses(run_dir)
+    assert [row[0] for row in rows] == ["2", "4"]
+    assert all(0 < float(row[1]) < 10 for row in rows)
+    state = checkpoint.load_state(run_dir / "checkpoints" / "last")
+    assert state["world_size"] == 2 and state["step"] == 4

@@ -105,20 +105,25 @@ def plan(
     as fit in ``host_gib`` (none fit: no cache). "device" / "host": that placement, for as
     many images as its budget holds. "off": no cache.
     """
-    need = images * per_image / GIB
+    need = images * per_image
     if mode == "off":
         return Plan(None, 0, "factor cache: off (train.factor_cache)")
     if mode == "auto":
-        mode = "device" if need <= device_gib else "host"
+        mode = "device" if need <= device_gib * GIB else "host"
     budget = device_gib if mode == "device" else host_gib
     capacity = min(images, int(budget * GIB // per_image))
     if capacity == 0:
-        return Plan(None, 0, f"factor cache: off, one image's factors ({per_image / GIB:.2g} "
-                    f"GiB) exceed the {mode} budget of {budget:g} GiB")
+        return Plan(None, 0, f"factor cache: off, one image's factors ({_size(per_image)}) "
+                    f"exceed the {mode} budget of {budget:g} GiB")
     held = f"{capacity} of {images} images" if capacity < images else f"all {images} images"
     rest = "; the others are decomposed at every step" if capacity < images else ""
     return Plan(mode, capacity, f"factor cache: {mode} memory, {held}, "
-                f"{capacity * per_image / GIB:.3g} of {need:.3g} GiB{rest}")
+                f"{_size(capacity * per_image)} of {_size(need)}{rest}")
+
+
+def _size(count: int) -> str:
+    """Bytes as MiB below a GiB, else GiB."""
+    return f"{count / 2**20:.3g} MiB" if count < GIB else f"{count / GIB:.3g} GiB"
 
 
 class FactorCache:
