@@ -260,8 +260,9 @@ class Trainer:
         np.random.set_state(tuple(rng["numpy"]))
         version, internal, gauss = rng["python"]
         random.setstate((version, tuple(internal), gauss))
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        if torch.cuda.is_available():  # as many devices as both machines have
+            for index, cuda_state in enumerate(rng["cuda"][:torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(cuda_state, index)
         self.step, self.smoothed, self.best = state["step"], state["smoothed"], state["best"]
         self.pending = [tuple(p) for p in state["pending"]]
         self.val_history = [(step, loss) for step, loss in state.get("val_history", [])]
@@ -302,11 +303,15 @@ class Trainer:
 
     def check_finite(self) -> None:
         """Refuse to checkpoint NaN/inf weights or optimizer state: one reduction over every
-        tensor, one host sync, on the checkpoint path only."""
+        tensor, one host sync, on the checkpoint path only. (AdamW keeps its step counters
+        on the CPU, the rest lives on the device: each tensor's verdict moves to the
+        device before they are stacked.)"""
+        device = self.context.device
         tensors = [*self.model.parameters(), *self.ema.module.parameters()]
         tensors += [value for group in self.optimizer.state.values() for value in group.values()
                     if isinstance(value, Tensor) and value.is_floating_point()]
-        if bool(torch.stack([t.detach().isfinite().all() for t in tensors]).all()):
+        finite = [t.detach().isfinite().all().to(device, non_blocking=True) for t in tensors]
+        if bool(torch.stack(finite).all()):
             return
         where = self.run.checkpoint("last")
         kept = (f"'last' ({where}) and 'best' are kept as they were" if checkpoint.find(where)
