@@ -163,6 +163,14 @@ def _pyplot() -> Any:
     return plt
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (as typed there)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def write_report(study: Study, out: Path, report: Path, rows: list[dict[str, Any]]) -> Path:
     """RESULTS.md, results.csv, plots and one sample grid per cell into ``report``."""
     spec = study.spec.study
@@ -180,9 +188,10 @@ def write_report(study: Study, out: Path, report: Path, rows: list[dict[str, Any
             grids.append((cell.name, name))
     text = [f"# Study: {spec.name}", "", spec.description, "",
             f"Base recipe `{spec.recipe}`; seeds {spec.seeds}; {spec.n} samples per "
-            f"evaluation; every cell overrides: `{' '.join(spec.set) or 'nothing'}`. "
+            f"evaluation; overrides applied to every cell: "
+            f"{' '.join(f'`{o}`' for o in spec.set) or 'none'}. "
             "Values are mean ± 95 % CI (Student t) over seeds. Regenerate with "
-            f"`corediff study {study.path.name}`.", ""]
+            f"`corediff study {_shown(study.path)} --report {_shown(report)}`.", ""]
     if study.spec.questions:
         text += ["## Answers", ""]
         text += [f"- **{q.text}** {answer(q, rows)}" for q in study.spec.questions]
