@@ -61,17 +61,32 @@ define("blur_composed", "schedule",
        "sqrt(σ(i)² − σ(i−1)²), so values() is their composed width sqrt(Σ σ_i²).")
 define("rank", "schedule",
        "values() is the kept fraction of singular values at t: 1 at t = 0, non-increasing.")
+define("flow", "schedule",
+       "the straight path of flow matching: α_t = 1 − t, σ_t = t for t ∈ [0, 1]; values() is "
+       "t on its grid of steps + 1 points (for previews).")
+define("sigma", "schedule",
+       "a noise-level range: config sigma_min, sigma_max (and rho for its Karras grid); "
+       "values() is σ on a grid from 0 to sigma_max (for previews).")
 # -- degradations --------------------------------------------------------------------------
 define("gaussian", "degradation",
        "variance preserving: x_t = α_t·x0 + σ_t·ε with α_t = sqrt(ᾱ_t), σ_t = sqrt(1 − ᾱ_t), "
        "ᾱ = schedule.values(); sample_noise draws ε, estimate_noise inverts x_t for ε; the "
        "maths of corediff.gaussian applies.")
 define("snr", "degradation", "snr(t) returns the signal-to-noise ratio α_t²/σ_t² (float64).")
+define("continuous", "degradation",
+       "degrade, estimate_noise (and snr where provided) take real times t in [0, t_max] as "
+       "float64 tensors, not only integer steps (see corediff.interfaces).")
+define("unit_time", "degradation", "continuous with t ∈ [0, 1] and t_max = 1.0.")
+define("sigma_time", "degradation",
+       "continuous with t = σ, the noise level: x_σ = x0 + σ·ε, t_max = σ_max, "
+       "prior_std() = σ_max.")
 define("stochastic", "degradation",
        "degrade uses noise: sample_noise returns a tensor, estimate_noise recovers it.")
 define("deterministic", "degradation",
        "degrade ignores noise; sample_noise and estimate_noise return None.")
 define("blur", "degradation", "D(x0, t) is a Gaussian blur of width schedule.values()[t].")
+define("flow_path", "degradation",
+       "the flow-matching interpolation x_t = (1 − t)·x0 + t·ε (rectified flow), t ∈ [0, 1].")
 define("svd", "degradation",
        "D(x0, t) keeps the top singular values of each channel; implements the factor "
        "protocol (decompose, flip_factors, degrade_from_factors).")

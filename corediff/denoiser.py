@@ -54,11 +54,13 @@ class Denoiser:
         self.evaluations = 0
 
     def output(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
-        """One network evaluation (counted)."""
+        """One network evaluation (counted), on the input and time value the
+        parameterization conditions it with (:meth:`Parameterization.condition`)."""
         self.evaluations += 1
-        return self.network(x, t, y) if self.labelled else self.network(x, t)
+        x_in, t_in = self.parameterization.condition(x, t)
+        return self.network(x_in, t_in, y) if self.labelled else self.network(x_in, t_in)
 
-    def __call__(self, x: Tensor, t: int) -> Prediction:
+    def __call__(self, x: Tensor, t: int | float) -> Prediction:
         t_batch = steps_like(t, x)
         y = self.labels
         if y is None or self.guidance is None or not self.guidance.active(t):

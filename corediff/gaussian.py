@@ -10,6 +10,12 @@ schedule's ``values()`` is ᾱ_0..ᾱ_T and every formula here applies. Schedule
 on the host; callers cast at use. :class:`GaussianTables` holds the per-step tables on each
 device; the conversion functions take coefficients already shaped to broadcast (see
 :meth:`GaussianTables.bcast`).
+
+Between the integer steps (continuous time, for fast ODE solvers driving a model trained on
+steps) a step t ∈ [1, T] is fractional and σ(t) = sqrt((1 − ᾱ)/ᾱ), the noise level of
+x_t/α_t = x0 + σ·ε, is interpolated linearly in log σ (k-diffusion's ``DiscreteSchedule``,
+diffusers' ``_sigma_to_t``): :func:`sigma_at_step`, :func:`step_from_sigma`; Karras et al.'s
+ρ-grid is :func:`karras_sigmas`.
 """
 
 from __future__ import annotations
@@ -85,6 +91,46 @@ def v_from(x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
     return alpha * eps - sigma * x0
 
 
+# --------------------------------------------------------------------------- between steps
+
+
+def ve_sigma(alpha_bar: Tensor) -> Tensor:
+    """σ = sqrt((1 − ᾱ) / ᾱ): the noise level of x_t/α_t = x0 + σ·ε (0 at t = 0)."""
+    return ((1.0 - alpha_bar) / alpha_bar).sqrt()
+
+
+def sigma_at_step(t: Tensor, alpha_bar: Tensor) -> Tensor:
+    """σ at fractional steps t (float, clamped to [1, T]; exactly 0 stays 0), log-linear
+    between the integer steps of ``alpha_bar`` [T + 1]; float64, on t's device."""
+    log_sigma = ve_sigma(alpha_bar.double()[1:]).log().to(t.device)
+    steps = t.double().clamp(1, len(log_sigma))
+    low = steps.floor().long()
+    high = (low + 1).clamp_max(len(log_sigma))
+    w = steps - low
+    lower = log_sigma[low - 1]
+    between = torch.where(w > 0, lower + w * (log_sigma[high - 1] - lower), lower)
+    return torch.where(t == 0, torch.zeros_like(between), between.exp())
+
+
+def step_from_sigma(sigma: Tensor, alpha_bar: Tensor) -> Tensor:
+    """The fractional step t ∈ [1, T] whose σ is ``sigma`` (the inverse of
+    :func:`sigma_at_step`; σ outside the schedule's range clamps to its ends); float64."""
+    log_sigma = ve_sigma(alpha_bar.double()[1:]).log().to(sigma.device)
+    target = sigma.double().log().clamp(log_sigma[0], log_sigma[-1])
+    high = torch.searchsorted(log_sigma, target).clamp(1, len(log_sigma) - 1)
+    low = high - 1
+    w = (target - log_sigma[low]) / (log_sigma[high] - log_sigma[low])
+    return low + 1 + w.clamp(0, 1)
+
+
+def karras_sigmas(count: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
+    """Karras et al. 2022, eq. 5: ``count`` noise levels from σ_max down to σ_min,
+    (σ_max^(1/ρ) + i/(n − 1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ; float64, without the final 0."""
+    ramp = torch.linspace(0, 1, count, dtype=torch.float64)
+    low, high = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (high + ramp * (low - high)) ** rho
+
+
 # --------------------------------------------------------------------------- posterior
 
 
@@ -138,8 +184,22 @@ class GaussianTables:
         return self._cache[device][name]
 
     def at(self, name: str, t: Tensor) -> Tensor:
-        """Table ``name`` at steps t: float64 [B] on t's device."""
-        return self.table(name, t.device)[t]
+        """Table ``name`` at steps t: float64 [B] on t's device. A float t may be fractional
+        (see :func:`sigma_at_step`) for the marginal entries (alpha_bar, sqrt_alpha_bar,
+        sqrt_one_minus, inv_sqrt_one_minus, snr); the posterior ones need integer steps."""
+        if not t.is_floating_point():
+            return self.table(name, t.device)[t]
+        sigma = sigma_at_step(t, self._host["alpha_bar"])
+        alpha = (1.0 + sigma.square()).rsqrt()  # 1 at σ = 0, 0 at σ = ∞
+        sigma_vp = torch.where(sigma.isinf(), 1.0, sigma * alpha)  # sqrt(1 − ᾱ)
+        marginal = {
+            "alpha_bar": alpha.square(), "sqrt_alpha_bar": alpha, "sqrt_one_minus": sigma_vp,
+            "inv_sqrt_one_minus": torch.where(sigma_vp > 0, sigma_vp.reciprocal(), 0.0),
+            "snr": sigma.square().reciprocal(),
+        }
+        if name not in marginal:
+            raise ValueError(f"GaussianTables: '{name}' is defined at integer steps only")
+        return marginal[name]
 
     def bcast(self, name: str, t: Tensor, like: Tensor) -> Tensor:
         """Table ``name`` at steps t, cast to like's dtype and shaped to broadcast over it."""

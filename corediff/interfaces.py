@@ -1,11 +1,27 @@
 """The component interfaces every plugin implements.
 
-Time is discrete first: a schedule has ``steps`` = T and every time-dependent quantity is a
-table indexed by the step t in {0, ..., T}, where t = 0 is the clean image and
-``D(x0, 0) = x0`` for every degradation. Gaussian diffusion (DDPM/DDIM) and deterministic
-"cold" degradations (blur, SVD rank truncation) both fit this contract: the schedule gives
-the table (ᾱ_t, a blur width, a rank), the degradation applies it, the parameterization
-turns a network output into x̂0, the sampler walks t from T down to 0.
+**Time.** Every component works on a time value t with t = 0 the clean image
+(``D(x0, 0) = x0`` for every degradation) and ``degradation.t_max`` the end of the forward
+process, where generation starts. A degradation's capabilities say which values t takes:
+
+* discrete (the default): t is a step in {0, 1, ..., T}, T = ``schedule.steps``, passed as a
+  LongTensor; every time-dependent quantity is a table indexed by t (ᾱ_t, a blur width, a
+  rank) and ``t_max`` is the int T. DDPM, DDIM and Cold Diffusion live here, exactly as in
+  corediff 0.1;
+* ``"continuous"``: t is any real in [0, t_max], passed as a float64 tensor. The Gaussian
+  (variance-preserving) degradation is discrete *and* continuous: between its integer steps
+  it interpolates log σ linearly in t (as k-diffusion evaluates discrete models), so fast
+  ODE solvers visit fractional steps of models trained on integer ones, while integer t gives
+  the tables bit for bit;
+* ``"unit_time"``: continuous with t ∈ [0, 1] (flow matching, x_t = (1 − t)·x0 + t·ε);
+* ``"sigma_time"``: continuous with t = σ, the noise level (EDM, x_σ = x0 + σ·ε).
+
+A sampler's :meth:`Sampler.timesteps` returns Python ints (discrete) or floats (continuous);
+the loop turns them into tensors with :func:`steps_like`. Training draws t from the
+recipe's :class:`TimeSampler` (uniform steps by default, as before). The network never
+sees t itself but ``parameterization.condition(x_t, t)``: the parameterization owns the time
+convention (the step index for DDPM, 1000·t for flow matching, EDM's c_noise = ¼·ln σ) and
+any input scaling (EDM's c_in), so a model plugin needs no change for a new method.
 
 Compatibility is declared, not special-cased: each component class lists the capabilities
 it ``provides`` and those it ``requires`` of the other components, by kind; the recipe
@@ -136,9 +152,21 @@ class Degradation(Component):
     def steps(self) -> int:
         return self.schedule.steps
 
+    @property
+    def t_max(self) -> int | float:
+        """The last time of the forward process, where generation starts: the int T for a
+        discrete degradation (the default), a float for a continuous one (1, σ_max)."""
+        return self.steps
+
+    def prior_std(self) -> float:
+        """Standard deviation of pure noise at ``t_max`` (1 for variance-preserving and flow
+        degradations, σ_max for EDM): what the ``normal`` prior scales its draws by."""
+        return 1.0
+
     @abstractmethod
     def degrade(self, x0: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
-        """D(x0, t) for a batch x0 [B, C, H, W] and steps t [B] (LongTensor).
+        """D(x0, t) for a batch x0 [B, C, H, W] and times t [B] (a LongTensor of steps, or a
+        float tensor for a continuous degradation: see the module docstring).
 
         Stochastic degradations use ``noise`` (same shape as x0) when given and draw it
         otherwise; deterministic ones ignore it.
@@ -188,6 +216,11 @@ class Parameterization(Component):
     def output_channels(self, image_channels: int) -> int:
         """Channels the network must output for images with ``image_channels``."""
         return image_channels
+
+    def condition(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """What the network is called with at (x_t, t): (its input, its time value). Default
+        (x_t, t): the step index, as DDPM networks take it; EDM returns (c_in·x, c_noise)."""
+        return x_t, t
 
     @abstractmethod
     def predict(self, output: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
@@ -261,11 +294,37 @@ class LossWeighting(ParameterizedComponent):
         return diff.abs() if loss_type == "l1" else diff.square()
 
 
+class TimeSampler(Component):
+    """The distribution of training times: each training step draws t for its batch.
+
+    ``sample`` returns the times (as :class:`Degradation` takes them) and, for importance
+    sampling, the weights 1 / (T·p(t)) that keep the loss an unbiased estimate of the
+    uniform-time objective (None: all 1). ``observe`` receives the per-sample losses of the
+    times drawn (detached; loss-aware samplers learn from them, on the device, without a host
+    sync); state that must survive a resume goes in ``extra_state``.
+    """
+
+    kind = "time_sampler"
+
+    def __init__(self, config: ComponentConfig | None = None, *, degradation: Degradation) -> None:
+        super().__init__(config)
+        self.degradation = degradation
+
+    @abstractmethod
+    def sample(
+        self, batch: int, generator: torch.Generator | None, device: torch.device | str,
+    ) -> tuple[Tensor, Tensor | None]:
+        """(times t [B], importance weights [B] or None) on ``device``."""
+
+    def observe(self, t: Tensor, losses: Tensor) -> None:  # noqa: B027 - optional hook
+        """The per-sample losses [B] of a training step at times t (default: ignored)."""
+
+
 @dataclass
 class TrajectoryStep:
-    """One step of a sampling run: the state x_t at step t and the x̂0 predicted there."""
+    """One step of a sampling run: the state x_t at time t and the x̂0 predicted there."""
 
-    t: int
+    t: int | float
     x_t: Tensor
     x0_hat: Tensor
 
@@ -290,40 +349,43 @@ class SampleResult:
 class Step:
     """What :meth:`Sampler.step` is told about the step it takes.
 
-    ``t`` is the current step and ``t_next`` the next visited one (0 after the last), both in
-    the schedule's original indices; ``index`` counts visited steps from 0; ``plan`` is this
+    ``t`` is the current time and ``t_next`` the next visited one (0 after the last): steps
+    in the schedule's original indices (ints) or continuous times (floats, see the module
+    docstring); ``index`` counts visited steps from 0; ``plan`` is this
     step's entry of :meth:`Sampler.plan` (precomputed float64 coefficients, as Python floats);
     ``state`` is a dict that lives for one sampling run (multistep history).
     """
 
     index: int
-    t: int
-    t_next: int
+    t: int | float
+    t_next: int | float
     is_last: bool
     plan: Any
     generator: torch.Generator | None
     state: dict[str, Any]
 
     def t_tensor(self, like: Tensor) -> Tensor:
-        """``t`` as a LongTensor [B] on ``like``'s device (B = like.shape[0])."""
+        """``t`` as a tensor [B] on ``like``'s device (B = like.shape[0]; see steps_like)."""
         return steps_like(self.t, like)
 
     def t_next_tensor(self, like: Tensor) -> Tensor:
-        """``t_next`` as a LongTensor [B] on ``like``'s device."""
+        """``t_next`` as a tensor [B] on ``like``'s device."""
         return steps_like(self.t_next, like)
 
 
-def steps_like(t: int, like: Tensor) -> Tensor:
-    """The step t repeated for each sample of ``like``: LongTensor [B] on its device (a fill,
-    no host-device copy)."""
-    return torch.full((like.shape[0],), t, dtype=torch.long, device=like.device)
+def steps_like(t: int | float, like: Tensor) -> Tensor:
+    """The time t repeated for each sample of ``like`` on its device (a fill, no host-device
+    copy): a LongTensor [B] for a step (int), float64 [B] for a continuous time (float)."""
+    dtype = torch.long if isinstance(t, int) else torch.float64
+    return torch.full((like.shape[0],), t, dtype=dtype, device=like.device)
 
 
 class Denoise(Protocol):
-    """The network as a sampler sees it: ``denoise(x_t, t) -> Prediction`` at step t (an
-    int), with the parameterization and guidance applied and the evaluation counted."""
+    """The network as a sampler sees it: ``denoise(x_t, t) -> Prediction`` at time t (an int
+    step or a float time), with the parameterization and guidance applied and the
+    evaluation counted."""
 
-    def __call__(self, x: Tensor, t: int) -> Prediction: ...
+    def __call__(self, x: Tensor, t: int | float) -> Prediction: ...
 
 
 class Sampler(ParameterizedComponent):
@@ -341,10 +403,11 @@ class Sampler(ParameterizedComponent):
     evaluations_per_step: ClassVar[int] = 1
 
     @abstractmethod
-    def timesteps(self, start: int | None = None) -> list[int]:
-        """The visited steps, descending, in original indices (first = start or T)."""
+    def timesteps(self, start: int | float | None = None) -> list[int] | list[float]:
+        """The visited times, descending (first = start or ``degradation.t_max``): steps in
+        original indices, or floats for a continuous sampler."""
 
-    def nfe(self, start: int | None = None) -> int:
+    def nfe(self, start: int | float | None = None) -> int:
         """Network evaluations of one run from ``start`` (equals ``SampleResult.nfe``)."""
         return self.evaluations_per_step * len(self.timesteps(start))
 
@@ -362,7 +425,7 @@ class Sampler(ParameterizedComponent):
         model: DenoiseFn | Denoise,
         x: Tensor,
         *,
-        start: int | None = None,
+        start: int | float | None = None,
         generator: torch.Generator | None = None,
         trajectory: bool = False,
         callback: Callable[[int, int], None] | None = None,
@@ -408,8 +471,8 @@ class Guidance(ParameterizedComponent):
     kind = "guidance"
 
     @abstractmethod
-    def active(self, t: int) -> bool:
-        """Whether step t needs the unconditional output (a Python int: no host sync)."""
+    def active(self, t: int | float) -> bool:
+        """Whether time t needs the unconditional output (a Python number: no host sync)."""
 
     @abstractmethod
     def combine(self, cond: Tensor, uncond: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
@@ -417,7 +480,7 @@ class Guidance(ParameterizedComponent):
 
 
 class Prior(Component):
-    """Where unconditional generation starts: x at step ``start_step(T)``."""
+    """Where unconditional generation starts: x at time ``start_step()``."""
 
     kind = "prior"
 
@@ -425,9 +488,9 @@ class Prior(Component):
         super().__init__(config)
         self.degradation = degradation
 
-    def start_step(self) -> int:
-        """The step the prior's samples live at (default T)."""
-        return self.degradation.steps
+    def start_step(self) -> int | float:
+        """The time the prior's samples live at (default ``degradation.t_max``: T)."""
+        return self.degradation.t_max
 
     @abstractmethod
     def sample(
@@ -443,7 +506,9 @@ class Model(nn.Module, Component):
     Engine contract: labels y are LongTensors [B] in 0..num_classes − 1, or the **null label**
     ``num_classes`` (:attr:`null_label`), the unconditional input of classifier-free guidance
     — a class-conditional model therefore embeds ``num_classes + 1`` labels; ``y=None`` (and a
-    model built with ``num_classes=None``) means unconditional. t is the step index [B].
+    model built with ``num_classes=None``) means unconditional. t [B] is the time value the
+    parameterization gives (:meth:`Parameterization.condition`): the step index for DDPM-style
+    methods, possibly fractional, or a real time such as EDM's c_noise.
     :meth:`check_data_spec` refuses data the network cannot take, at recipe validation.
     """
 

@@ -34,7 +34,9 @@ from corediff.interfaces import (
     Prior,
     Sampler,
     Schedule,
+    TimeSampler,
     TrajectoryStep,
+    steps_like,
 )
 from corediff.kinds import DIFFUSION_KINDS
 
@@ -91,6 +93,7 @@ class Pipeline:
     sampler: Sampler
     guidance: Guidance
     prior: Prior
+    time_sampler: TimeSampler
     model: Model
 
     def components(self) -> dict[str, Any]:
@@ -203,14 +206,16 @@ class Pipeline:
         ``labels`` the network is called unconditionally (the null label). ``model`` may be
         any callable ``model(x_t, t, y)`` (e.g. an oracle in tests)."""
         start = self.prior.start_step() if t is None else t
-        if not 1 <= start <= self.degradation.steps:
-            raise ConfigError(f"restore: t must be in 1..{self.degradation.steps} (got {start})")
+        t_max = self.degradation.t_max
+        if not 0 < start <= t_max:
+            where = f"1..{t_max}" if isinstance(t_max, int) else f"(0, {t_max}]"
+            raise ConfigError(f"restore: t must be in {where} (got {start})")
         network = model if model is not None else self.model
         if isinstance(network, nn.Module):
             images = images.to(next(network.parameters()).device)
         x0 = images
         generator = torch.Generator(x0.device).manual_seed(seed)
-        t_batch = torch.full((x0.shape[0],), start, dtype=torch.long, device=x0.device)
+        t_batch = steps_like(start, x0)
         noise = self.degradation.sample_noise(x0, generator=generator)
         degraded = self.degradation.degrade(x0, t_batch, noise)
         cfg = self.recipe.sample

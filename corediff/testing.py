@@ -25,7 +25,9 @@ built (small T, 8×8 images). What is checked, per kind:
   sampler driven by the true-x0 oracle (the network output whose prediction is x0) returns
   the data (:func:`check_sampler_oracle`);
 * guidance: the combination of two equal outputs is the unguided prediction;
-* prior: seeded samples repeatable, start step in 1..T;
+* prior: seeded samples repeatable, start time in (0, t_max];
+* time sampler: times in (0, t_max] of the degradation's kind, repeatable, positive
+  importance weights, its state round-trips;
 * model: output shape, repeatable, takes the null label ``num_classes`` and ``y=None``;
 * dataset: images [C, S, S] float32 in [-1, 1], int labels, ``describe`` agrees;
 * every config: JSON round trip, frozen.
@@ -63,6 +65,23 @@ def images(device: str = "cpu", channels: int = 3, size: int = 8,
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(IMAGES, channels, size, size, generator=generator, dtype=dtype) * 2 - 1
     return x.to(device)
+
+
+def times(degradation: Any, device: str = "cpu", *, clean: bool = True) -> Tensor:
+    """Four times as ``degradation`` takes them (see :mod:`corediff.interfaces`): 0 (or with
+    ``clean=False`` the first step), the first step, the middle and ``t_max`` — steps for a
+    discrete degradation, floats (1 % of t_max for "the first step") for a continuous one."""
+    t_max = degradation.t_max
+    if isinstance(t_max, int):
+        return torch.tensor([0 if clean else 1, 1, t_max // 2, t_max], device=device)
+    first = 0.01 * t_max
+    return torch.tensor([0.0 if clean else first, first, 0.5 * t_max, float(t_max)],
+                        dtype=torch.float64, device=device)
+
+
+def earlier(t: Tensor) -> Tensor:
+    """A time before each of t (one step earlier, or half the time), never below 0."""
+    return t.clamp(min=1) - 1 if not t.is_floating_point() else t * 0.5
 
 
 def make_config(cls: type, **fields: Any) -> ComponentConfig:
@@ -131,7 +150,7 @@ def check_schedule(classes: Chain, device: str = "cpu") -> None:
 def check_degradation(classes: Chain, device: str = "cpu") -> None:
     degradation = build_chain(classes, device)["degradation"]
     x0 = images(device)
-    t = torch.tensor([0, 1, STEPS // 2, STEPS], device=device)
+    t = times(degradation, device)
     noise = degradation.sample_noise(x0, torch.Generator(device).manual_seed(1))
     out = degradation.degrade(x0, t, noise)
     assert out.shape == x0.shape and out.dtype == x0.dtype and out.device == x0.device
@@ -140,9 +159,9 @@ def check_degradation(classes: Chain, device: str = "cpu") -> None:
     again = degradation.sample_noise(x0, torch.Generator(device).manual_seed(1))
     assert (noise is None) == (again is None) and (noise is None or torch.equal(noise, again))
     assert (noise is None) == ("deterministic" in degradation.provides)
-    many = degradation.degrade_many(x0, [t, t.clamp(min=1) - 1], noise)
+    many = degradation.degrade_many(x0, [t, earlier(t)], noise)
     _close(many[0], out, 1e-5, "degrade_many[0]")
-    _close(many[1], degradation.degrade(x0, t.clamp(min=1) - 1, noise), 1e-5, "degrade_many[1]")
+    _close(many[1], degradation.degrade(x0, earlier(t), noise), 1e-5, "degrade_many[1]")
     assert_round_trip(degradation.config)
 
 
@@ -150,7 +169,7 @@ def check_parameterization(classes: Chain, device: str = "cpu") -> None:
     built = build_chain(classes, device)
     param, degradation = built["parameterization"], built["degradation"]
     x0 = images(device)
-    t = torch.tensor([1, 2, STEPS // 2, STEPS], device=device)
+    t = times(degradation, device, clean=False)
     noise = degradation.sample_noise(x0, torch.Generator(device).manual_seed(2))
     x_t = degradation.degrade(x0, t, noise)
     output = torch.randn(IMAGES, param.output_channels(3), 8, 8,
@@ -161,12 +180,16 @@ def check_parameterization(classes: Chain, device: str = "cpu") -> None:
     per_sample = param.loss(output, x0, x_t, t, noise, lambda a, b: (a - b).square())
     assert per_sample.shape == (IMAGES,) and torch.isfinite(per_sample).all()
     assert param.x0_loss_scale(t).shape == (IMAGES,)
+    x_in, t_in = param.condition(x_t, t)
+    assert x_in.shape == x_t.shape and t_in.shape == (IMAGES,) and torch.isfinite(t_in).all()
     assert_round_trip(param.config)
 
 
 def check_loss_weighting(classes: Chain, device: str = "cpu") -> None:
-    weighting = build_chain(classes, device)["loss_weighting"]
-    t = torch.arange(1, STEPS + 1, device=device)
+    built = build_chain(classes, device)
+    weighting, t_max = built["loss_weighting"], built["degradation"].t_max
+    t = (torch.arange(1, STEPS + 1, device=device) if isinstance(t_max, int) else
+         torch.linspace(0.01, 1, STEPS, dtype=torch.float64, device=device) * t_max)
     weight = weighting.weight(t)
     assert weight.shape == t.shape and weight.is_floating_point()
     assert torch.isfinite(weight).all() and (weight >= 0).all()
@@ -193,17 +216,18 @@ def oracle(built: dict[str, Any], x0: Tensor) -> Callable[[Tensor, Tensor], Tens
 
 def check_sampler(classes: Chain, device: str = "cpu") -> None:
     built = build_chain(classes, device)
-    sampler, param = built["sampler"], built["parameterization"]
+    sampler, param, t_max = built["sampler"], built["parameterization"], built[
+        "degradation"].t_max
     x_T = images(device)
     calls = []
 
     def model(x: Tensor, t: Tensor) -> Tensor:
-        assert t.dtype == torch.long and t.shape == (x.shape[0],)
+        assert t.shape == (x.shape[0],) and torch.isfinite(t).all()
         calls.append(1)
         return (torch.tanh(x) * 0.5).repeat(1, param.output_channels(3) // 3, 1, 1)
 
     steps = sampler.timesteps()
-    assert steps == sorted(steps, reverse=True) and steps[0] == STEPS and steps[-1] >= 1
+    assert steps == sorted(steps, reverse=True) and steps[0] == t_max and steps[-1] > 0
     runs = [sampler.sample(model, x_T, generator=torch.Generator(device).manual_seed(4),
                            trajectory=True) for _ in range(2)]
     result = runs[0]
@@ -224,7 +248,7 @@ def check_sampler_oracle(classes: Chain, device: str = "cpu") -> None:
     built = build_chain(classes, device)
     sampler, degradation = built["sampler"], built["degradation"]
     x0 = images(device, dtype=torch.float64)
-    t = torch.full((IMAGES,), STEPS, device=device)
+    t = times(degradation, device)[-1].repeat(IMAGES)
     x_T = degradation.degrade(x0, t, degradation.sample_noise(
         x0, torch.Generator(device).manual_seed(5)))
     network = oracle(built, x0)
@@ -239,11 +263,11 @@ def check_guidance(classes: Chain, device: str = "cpu") -> None:
     guidance, param, degradation = built["guidance"], built["parameterization"], built[
         "degradation"]
     x0 = images(device)
-    t = torch.tensor([1, 2, STEPS // 2, STEPS], device=device)
+    t = times(degradation, device, clean=False)
     x_t = degradation.degrade(x0, t, degradation.sample_noise(
         x0, torch.Generator(device).manual_seed(8)))
     out = torch.tanh(x_t).repeat(1, param.output_channels(3) // 3, 1, 1)
-    assert all(isinstance(guidance.active(s), bool) for s in range(1, STEPS + 1))
+    assert all(isinstance(guidance.active(s), bool) for s in t.tolist())
     guided = guidance.combine(out, out, x_t, t)
     _close(guided.x0, param.predict(out, x_t, t).x0, 1e-5, "guidance of equal outputs", 1e-5)
     assert_round_trip(guidance.config)
@@ -257,8 +281,29 @@ def check_prior(classes: Chain, device: str = "cpu") -> None:
     assert first.shape == shape and torch.isfinite(first).all()
     assert first.device.type == torch.device(device).type
     assert torch.equal(first, second)
-    assert 0 < prior.start_step() <= STEPS
+    assert 0 < prior.start_step() <= prior.degradation.t_max
     assert_round_trip(prior.config)
+
+
+def check_time_sampler(classes: Chain, device: str = "cpu") -> None:
+    """Times [B] in (0, t_max] (steps 1..T when discrete), repeatable under a seed, finite
+    positive importance weights, and ``observe`` + ``extra_state`` survive a round trip."""
+    built = build_chain(classes, device)
+    sampler, degradation = built["time_sampler"], built["degradation"]
+    draw = [sampler.sample(64, torch.Generator(device).manual_seed(9), device) for _ in "ab"]
+    (t, weight), (again, _) = draw
+    assert t.shape == (64,) and t.device.type == torch.device(device).type
+    assert torch.equal(t, again), "seeded draws must repeat"
+    assert (t > 0).all() and (t <= degradation.t_max).all()
+    assert t.is_floating_point() != isinstance(degradation.t_max, int)
+    assert weight is None or (weight.shape == (64,) and torch.isfinite(weight).all()
+                              and (weight > 0).all())
+    sampler.observe(t, torch.linspace(0.1, 1, 64, device=device))
+    twin = type(sampler)(sampler.config, degradation=degradation)
+    twin.load_extra_state(sampler.extra_state())
+    assert all(torch.equal(a, b) for a, b in zip(twin.extra_state().values(),
+                                                 sampler.extra_state().values(), strict=True))
+    assert_round_trip(sampler.config)
 
 
 def check_model(cls: type, device: str = "cpu") -> None:
@@ -319,7 +364,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "schedule": check_schedule, "degradation": check_degradation,
     "parameterization": check_parameterization, "loss_weighting": check_loss_weighting,
     "sampler": check_sampler, "guidance": check_guidance, "prior": check_prior,
-    "model": check_model, "dataset": check_dataset,
+    "time_sampler": check_time_sampler, "model": check_model, "dataset": check_dataset,
 }
 assert set(CHECKS) == set(BY_NAME), "every kind has a conformance check"
 

@@ -173,6 +173,10 @@ def test_building_a_recipe_imports_only_the_plugins_it_names():
     data = tomllib.loads(recipe.read_text())
     named = {data["data"]["type"], data["model"]["type"]}
     named |= {table["type"] for table in data["diffusion"].values()}
+    from corediff.kinds import KINDS  # tables a recipe may omit name their default plugin
+
+    named |= {kind.default["type"] for kind in KINDS
+              if kind.default is not None and kind.table[-1] not in data["diffusion"]}
     assert imported == named
 
 

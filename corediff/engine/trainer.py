@@ -1,7 +1,9 @@
 """The training loop: any recipe's components, one objective (DDPM's Algorithm 1 generalised).
 
-Per step: t ~ U{1..T}; noise = degradation.sample_noise(x0); x_t = D(x0, t, noise);
-loss = mean_b λ(t_b) · parameterization.loss(model(x_t, t, y), x0, x_t, t, noise).
+Per step: t from the recipe's time sampler (uniform: t ~ U{1..T}, DDPM's Algorithm 1), with
+importance weights w (1 unless importance-sampled); noise = degradation.sample_noise(x0);
+x_t = D(x0, t, noise); loss = mean_b w_b·λ(t_b)·parameterization.loss(
+model(*parameterization.condition(x_t, t), y), x0, x_t, t, noise).
 AdamW with linear warm-up then cosine decay, EMA of the weights (timm's ModelEmaV3),
 gradient clipping and accumulation, autocast (bf16 or fp16 with a GradScaler), DDP under
 torchrun. The host reads losses only every ``log_every``/``checkpoint_every`` steps; a
@@ -45,7 +47,7 @@ from corediff.engine.rundir import MetricsLog, RunDir
 from corediff.engine.sampling import grid_columns, save_grid
 from corediff.engine.signals import GracefulStop
 from corediff.errors import Interrupted, TrainingError
-from corediff.noise import rand, randint
+from corediff.noise import rand
 from corediff.pipeline import Pipeline
 from corediff.recipe import Recipe, parse_recipe, recipe_to_dict, recipe_to_toml
 
@@ -350,7 +352,7 @@ class Trainer:
         p, cfg = self.pipeline, self.recipe.train
         g = self.generator if generator is None else generator
         net = self.net if net is None else net
-        t = randint(1, p.degradation.steps + 1, (x0.shape[0],), g, x0.device)
+        t, importance = p.time_sampler.sample(x0.shape[0], g, x0.device)
         noise = p.degradation.sample_noise(x0, generator=g)
         if self.factor_cache is not None and index is not None:
             x_t = self.factor_cache.degrade(x0, index, t, noise)
@@ -361,11 +363,14 @@ class Trainer:
             y = torch.where(drop, p.data_spec.num_classes, y)
         dtype = AUTOCAST.get(cfg.precision)
         with torch.autocast(x0.device.type, dtype=dtype, enabled=dtype is not None):
-            output = net(x_t, t, y)
+            output = net(*p.parameterization.condition(x_t, t), y)
         per_sample = p.parameterization.loss(
             output.float(), x0, x_t, t, noise, p.loss_weighting.per_element
         )
-        return (p.loss_weighting.weight(t).to(per_sample) * per_sample).mean()
+        if generator is None:  # a training step (not validation): loss-aware samplers learn
+            p.time_sampler.observe(t, per_sample.detach())
+        weighted = p.loss_weighting.weight(t).to(per_sample) * per_sample
+        return (weighted if importance is None else weighted * importance.to(weighted)).mean()
 
     @torch.no_grad()
     def validation_loss(self) -> float:

@@ -1,5 +1,6 @@
-"""Standard normal prior of Gaussian diffusion: x_T ~ N(0, I) (Ho et al. 2020, Algorithm 2,
-line 1), optionally scaled (a temperature on the starting noise)."""
+"""Normal prior: x_T ~ N(0, I) for Gaussian diffusion (Ho et al. 2020, Algorithm 2, line 1) and
+flow matching, x_σmax ~ N(0, σ_max²·I) for EDM (the degradation's ``prior_std()``), optionally
+scaled (a temperature on the starting noise)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from corediff.noise import randn
 
 class NormalPriorConfig(ComponentConfig):
     type: Literal["normal"] = "normal"
-    scale: PositiveFloat = Field(1.0, description="Standard deviation of the starting noise.")
+    scale: PositiveFloat = Field(
+        1.0, description="Temperature: the starting noise's std is scale · the degradation's "
+        "prior_std() (1, or σ_max for EDM).")
 
 
 class NormalPrior(Prior):
@@ -28,4 +31,4 @@ class NormalPrior(Prior):
         self, shape: tuple[int, ...], *, generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
     ) -> Tensor:
-        return randn(shape, generator, device) * self.config.scale
+        return randn(shape, generator, device) * (self.config.scale * self.degradation.prior_std())
