@@ -23,7 +23,7 @@ class GaussianDegradation(Degradation):
     """x_t = sqrt(ᾱ_t)·x0 + sqrt(1 - ᾱ_t)·ε, ᾱ from the schedule's values()."""
 
     Config = GaussianDegradationConfig
-    provides = frozenset({"gaussian", "snr", "stochastic"})
+    provides = frozenset({"gaussian", "snr", "stochastic", "continuous"})
     requires = {"schedule": frozenset({"alpha_bar"})}
 
     def __init__(self, config: ComponentConfig | None = None, *, schedule: Schedule) -> None:
