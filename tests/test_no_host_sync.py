@@ -36,6 +36,9 @@ RECIPES = {
     "svd_cached": (ROOT / "studies" / "recipes" / "svd_digits16.toml", []),
     "svd_host_fp16": (ROOT / "studies" / "recipes" / "svd_digits16.toml",
                       ["train.factor_cache='host'", "train.factor_dtype='float16'"]),
+    "loss_aware": (ROOT / "recipes" / "quickstart.toml",
+                   ["diffusion.schedule.steps=20", "diffusion.sampler.steps=5",
+                    "diffusion.time_sampler={type='loss_aware', history=2}"]),
 }
 
 
@@ -70,4 +73,4 @@ def test_training_steps_make_no_host_sync(name: str, tmp_path: Path,
     assert all(torch.isfinite(loss) for loss, _ in losses)
     if trainer.factor_cache is not None:
         assert trainer.factor_cache.decomposed == len({int(i) for b in batches for i in b[0]})
-    assert (trainer.factor_cache is None) == (name == "gaussian")
+    assert (trainer.factor_cache is None) == (name in {"gaussian", "loss_aware"})

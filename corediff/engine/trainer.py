@@ -367,9 +367,9 @@ class Trainer:
         per_sample = p.parameterization.loss(
             output.float(), x0, x_t, t, noise, p.loss_weighting.per_element
         )
-        if generator is None:  # a training step (not validation): loss-aware samplers learn
-            p.time_sampler.observe(t, per_sample.detach())
         weighted = p.loss_weighting.weight(t).to(per_sample) * per_sample
+        if generator is None:  # a training step (not validation): loss-aware samplers learn
+            p.time_sampler.observe(t, weighted.detach())
         return (weighted if importance is None else weighted * importance.to(weighted)).mean()
 
     @torch.no_grad()
