@@ -15,15 +15,19 @@ from torch import Tensor
 from corediff.interfaces import Degradation
 
 
-def strip_steps(degradation: Degradation, n: int = 8) -> list[int]:
-    """n steps evenly spaced over 0..T (fewer when T + 1 < n)."""
-    steps = torch.linspace(0, degradation.steps, n, dtype=torch.float64).round().long()
-    return sorted(set(steps.tolist()))
+def strip_steps(degradation: Degradation, n: int = 8) -> list[int] | list[float]:
+    """n times evenly spaced over 0..t_max: steps of a discrete degradation (fewer when
+    T + 1 < n), real times of a continuous one."""
+    t_max = degradation.t_max
+    times = torch.linspace(0, t_max, n, dtype=torch.float64)
+    if not isinstance(t_max, int):
+        return times.tolist()
+    return sorted(set(times.round().long().tolist()))
 
 
 @torch.no_grad()
 def degradation_strip(degradation: Degradation, image: Tensor, n: int = 8) -> Tensor:
-    """A row [C, H, k·W] of D(image, t) for k ≤ n steps t evenly spaced over 0..T."""
+    """A row [C, H, k·W] of D(image, t) for k ≤ n times t evenly spaced over 0..t_max."""
     t = torch.tensor(strip_steps(degradation, n), device=image.device)
     frames = degradation.degrade(image[None].expand(len(t), *image.shape), t)
     return torch.cat(list(frames.clamp(-1, 1)), dim=-1)
