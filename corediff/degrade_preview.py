@@ -29,6 +29,7 @@ def strip_steps(degradation: Degradation, n: int = 8) -> list[int] | list[float]
 def degradation_strip(degradation: Degradation, image: Tensor, n: int = 8) -> Tensor:
     """A row [C, H, k·W] of D(image, t) for k ≤ n times t evenly spaced over 0..t_max."""
     t = torch.tensor(strip_steps(degradation, n), device=image.device)
+    t = t.double() if t.is_floating_point() else t
     frames = degradation.degrade(image[None].expand(len(t), *image.shape), t)
     return torch.cat(list(frames.clamp(-1, 1)), dim=-1)
 
