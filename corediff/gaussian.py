@@ -102,7 +102,11 @@ def ve_sigma(alpha_bar: Tensor) -> Tensor:
 def sigma_at_step(t: Tensor, alpha_bar: Tensor) -> Tensor:
     """σ at fractional steps t (float, clamped to [1, T]; exactly 0 stays 0), log-linear
     between the integer steps of ``alpha_bar`` [T + 1]; float64, on t's device."""
-    log_sigma = ve_sigma(alpha_bar.double()[1:]).log().to(t.device)
+    return _interpolate_log_sigma(t, ve_sigma(alpha_bar.double()[1:]).log().to(t.device))
+
+
+def _interpolate_log_sigma(t: Tensor, log_sigma: Tensor) -> Tensor:
+    """:func:`sigma_at_step` from the log σ of steps 1..T (on t's device)."""
     steps = t.double().clamp(1, len(log_sigma))
     low = steps.floor().long()
     high = (low + 1).clamp_max(len(log_sigma))
@@ -174,6 +178,8 @@ class GaussianTables:
             "coef_xt": coef_xt,
             "log_variance_min": clipped.log(),
             "log_variance_max": var_large.log(),
+            "log_sigma": torch.cat([alpha_bar.new_full((1,), -math.inf),
+                                    ve_sigma(alpha_bar[1:]).log()]),
         }
         self._cache: dict[torch.device, dict[str, Tensor]] = {}
 
@@ -189,7 +195,7 @@ class GaussianTables:
         sqrt_one_minus, inv_sqrt_one_minus, snr); the posterior ones need integer steps."""
         if not t.is_floating_point():
             return self.table(name, t.device)[t]
-        sigma = sigma_at_step(t, self._host["alpha_bar"])
+        sigma = _interpolate_log_sigma(t, self.table("log_sigma", t.device)[1:])
         alpha = (1.0 + sigma.square()).rsqrt()  # 1 at σ = 0, 0 at σ = ∞
         sigma_vp = torch.where(sigma.isinf(), 1.0, sigma * alpha)  # sqrt(1 − ᾱ)
         marginal = {
