@@ -35,7 +35,6 @@ built (small T, 8×8 images). What is checked, per kind:
 
 from __future__ import annotations
 
-import itertools
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from corediff.config import ComponentConfig
 from corediff.denoiser import Denoiser
 from corediff.interfaces import DataSpec
 from corediff.kinds import BY_NAME, DIFFUSION_KINDS, KINDS
-from corediff.recipe import check_compatibility
+from corediff.recipe import check_compatibility, check_components
 from corediff.registry import registry
 
 STEPS = 25
@@ -99,12 +98,25 @@ def chains(kind: str, name: str) -> list[Chain]:
     options = {k: [target] if k == kind else [registry(k).get(n) for n in registry(k).names()]
                for k in DIFFUSION_KINDS}
     found: dict[type, Chain] = {}
-    for combo in itertools.product(*options.values()):
-        classes = dict(zip(DIFFUSION_KINDS, combo, strict=True))
-        if classes["degradation"] in found:
-            continue
-        if not check_compatibility({BY_NAME[k].table: c for k, c in classes.items()}):
-            found[classes["degradation"]] = classes
+
+    def extend(chain: Chain) -> None:
+        """Depth first in the kinds' order, pruning a partial chain as soon as two of its
+        components are incompatible (requirements are between pairs): the same first chain
+        per degradation as trying every combination in order, without trying them all."""
+        if check_compatibility({BY_NAME[k].table: c for k, c in chain.items()}):
+            return
+        if len(chain) == len(DIFFUSION_KINDS):
+            tables = {BY_NAME[k].table: c for k, c in chain.items()}
+            if not check_components(tables, {t: make_config(c) for t, c in tables.items()}):
+                found.setdefault(chain["degradation"], dict(chain))
+            return
+        next_kind = DIFFUSION_KINDS[len(chain)]
+        for option in options[next_kind]:
+            if "degradation" in chain and chain["degradation"] in found:
+                return
+            extend({**chain, next_kind: option})
+
+    extend({})
     return list(found.values())
 
 

@@ -17,6 +17,8 @@ start first, then the grid's steps below it.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -146,3 +148,26 @@ def even_steps(steps: int, count: int | None, start: int | None = None) -> list[
         return list(range(start, 0, -1))
     grid = torch.linspace(start, 0, count + 1, dtype=torch.float64)[:-1]
     return sorted({int(s) for s in grid.round().long().tolist()}, reverse=True)
+
+
+def time_at(fraction: float, t_max: int | float) -> int | float:
+    """The time ``fraction`` of the way to ``t_max``: the step max(1, round(fraction·T)) of a
+    discrete degradation (int t_max), fraction·t_max of a continuous one (float t_max)."""
+    if isinstance(t_max, int):
+        return max(1, round(fraction * t_max))
+    return fraction * t_max
+
+
+#: The capabilities of degradations whose times are continuous only (no integer steps).
+CONTINUOUS_ONLY = frozenset({"unit_time", "sigma_time"})
+
+
+def refuse_continuous_only(what: str, others: Mapping[str, tuple[type, Any]]) -> list[str]:
+    """For ``Component.check_recipe`` of a component that walks integer steps: one sentence
+    when the recipe's degradation takes continuous times only (flow matching, EDM)."""
+    cls, config = others["degradation"]
+    if CONTINUOUS_ONLY & cls.capabilities(config):
+        return [f"{what} walks the integer steps of a discrete degradation, but "
+                f"'{config.type}' takes continuous times only"]
+    return []
+

@@ -2,8 +2,8 @@
 degraded state; the SVD notes start at 70 % of T from degraded training images).
 
 ``fit(images)`` keeps a bank of at most ``bank_size`` training images; ``sample`` draws images
-from it and returns D(x, start_step()) + noise_std · ε, with start_step() = round(start · T).
-The bank is saved by ``extra_state``.
+from it and returns D(x, start_step()) + noise_std · ε, with start_step() = round(start · T)
+(start · t_max for continuous times). The bank is saved by ``extra_state``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 from torch import Tensor
 
 from corediff.config import ComponentConfig
-from corediff.interfaces import Degradation, Prior
+from corediff.interfaces import Degradation, Prior, steps_like
 from corediff.noise import randint, randn
+from corediff.timesteps import time_at
 
 
 class PartialPriorConfig(ComponentConfig):
@@ -36,8 +37,8 @@ class PartialPrior(Prior):
         super().__init__(config, degradation=degradation)
         self.bank: Tensor | None = None
 
-    def start_step(self) -> int:
-        return max(1, round(self.config.start * self.degradation.steps))
+    def start_step(self) -> int | float:
+        return time_at(self.config.start, self.degradation.t_max)
 
     def fit(self, images: Tensor) -> None:
         self.bank = images[: self.config.bank_size].detach().float().cpu().clone()
@@ -59,7 +60,7 @@ class PartialPrior(Prior):
             raise ValueError(f"prior bank holds {tuple(self.bank.shape[1:])} images, not {shape}")
         index = randint(0, len(self.bank), (shape[0],), generator, "cpu")
         x0 = self.bank[index].to(device)
-        t = torch.full((shape[0],), self.start_step(), device=device)
+        t = steps_like(self.start_step(), x0)
         noise = self.degradation.sample_noise(x0, generator)
         x = self.degradation.degrade(x0, t, noise)
         if self.config.noise_std > 0:

@@ -1,7 +1,8 @@
 """Random-start prior: generation starts from random input at step start_step() =
-max(1, round(fraction · T)), for any degradation — Gaussian (Ho et al. 2020, Algorithm 2,
-line 1: x_T ~ N(0, I), here with a temperature and an earlier start) or cold (Bansal et al.
-2022, "Cold Diffusion", §5: generation from a degraded state; the SVD notes'
+max(1, round(fraction · T)) (fraction · t_max for continuous times), for any degradation —
+Gaussian (Ho et al. 2020, Algorithm 2, line 1: x_T ~ N(0, I), here with a temperature and
+an earlier start) or cold (Bansal et al. 2022, "Cold Diffusion", §5: generation from a
+degraded state; the SVD notes'
 "k从总共的70%开始 random" and "input = zeros or random_noise": start at 70 % of T from random
 noise instead of the zero image of the ``constant`` prior).
 
@@ -20,6 +21,7 @@ from torch import Tensor
 from corediff.config import ComponentConfig
 from corediff.interfaces import Prior
 from corediff.noise import rand, randn
+from corediff.timesteps import time_at
 
 
 class RandomStartPriorConfig(ComponentConfig):
@@ -38,8 +40,8 @@ class RandomStartPrior(Prior):
 
     Config = RandomStartPriorConfig
 
-    def start_step(self) -> int:
-        return max(1, round(self.config.fraction * self.degradation.steps))
+    def start_step(self) -> int | float:
+        return time_at(self.config.fraction, self.degradation.t_max)
 
     def sample(
         self, shape: tuple[int, ...], *, generator: torch.Generator | None = None,

@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Denoise, Sampler, Step
-from corediff.timesteps import time_grid
+from corediff.timesteps import refuse_continuous_only, time_grid
 
 
 class RespacedSampler(Sampler):
@@ -42,6 +43,10 @@ class ColdSampler(Sampler):
     of every D term, so for a Gaussian degradation Algorithm 2 is DDIM with η = 0.
     Config: ``steps`` (None: every step; N: N steps evenly spaced from start to 1).
     """
+
+    @classmethod
+    def check_recipe(cls, config: ComponentConfig, others: Mapping[str, Any]) -> list[str]:
+        return refuse_continuous_only(f"Cold Diffusion's '{config.type}'", others)
 
     def timesteps(self, start: int | None = None) -> list[int]:
         return time_grid(self.degradation.steps, self.config.steps, "even", start)

@@ -23,8 +23,8 @@ class OneStepSampler(Sampler):
 
     Config = OneStepSamplerConfig
 
-    def timesteps(self, start: int | None = None) -> list[int]:
-        return [self.degradation.steps if start is None else start]
+    def timesteps(self, start: int | float | None = None) -> list[int] | list[float]:
+        return [self.degradation.t_max if start is None else start]
 
     def step(self, x: Tensor, step: Step, denoise: Denoise) -> tuple[Tensor, Tensor]:
         x0 = denoise(x, step.t).x0

@@ -23,6 +23,7 @@ from torch import Tensor
 from corediff.config import ComponentConfig
 from corediff.interfaces import Degradation, TimeSampler
 from corediff.noise import rand
+from corediff.timesteps import refuse_continuous_only
 
 
 class LossAwareTimeSamplerConfig(ComponentConfig):
@@ -45,13 +46,7 @@ class LossAwareTimeSampler(TimeSampler):
 
     @classmethod
     def check_recipe(cls, config: ComponentConfig, others: Mapping[str, Any]) -> list[str]:
-        degradation_cls, degradation_config = others["degradation"]
-        continuous = {"unit_time", "sigma_time"} & degradation_cls.capabilities(
-            degradation_config)
-        if continuous:
-            return [f"loss_aware samples the steps 1..T of a discrete degradation, but "
-                    f"'{degradation_config.type}' takes continuous times"]
-        return []
+        return refuse_continuous_only("loss_aware", others)
 
     def probabilities(self) -> Tensor:
         """p over steps 1..T (float64 [T]): uniform until every step has a full history."""
