@@ -85,7 +85,7 @@ def test_state_round_trips() -> None:
 
 
 def test_continuous_degradations_are_refused() -> None:
-    with pytest.raises(corediff.CorediffError, match="loss_aware samples the steps"):
+    with pytest.raises(corediff.CorediffError, match="loss_aware walks the integer steps"):
         corediff.load_recipe(QUICKSTART, overrides=[
             "diffusion.time_sampler.type='loss_aware'", "diffusion.schedule={type='flow'}",
             "diffusion.degradation={type='flow'}", "diffusion.parameterization={type='velocity'}",
