@@ -29,8 +29,7 @@ def randn(
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Standard normal noise; drawn on the generator's own device, then moved."""
-    source = generator_device(generator, device)
-    return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
+    return _draw(torch.randn, shape, generator, device, dtype)
 
 
 def rand(
@@ -40,8 +39,13 @@ def rand(
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Uniform noise on [0, 1); drawn on the generator's own device, then moved."""
+    return _draw(torch.rand, shape, generator, device, dtype)
+
+
+def _draw(sampler: Any, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None,
+          device: torch.device | str, dtype: torch.dtype) -> Tensor:
     source = generator_device(generator, device)
-    return torch.rand(shape, generator=generator, device=source, dtype=dtype).to(device)
+    return sampler(shape, generator=generator, device=source, dtype=dtype).to(device)
 
 
 def randint(
