@@ -24,6 +24,10 @@ EPILOG = """examples:
   corediff run recipes/quickstart.toml            train on embedded digits, then sample
   corediff run recipes/svd_afhq.toml --set data.root=~/afhq/train
   corediff sample runs/quickstart --n 16 --set diffusion.sampler.steps=20
+  corediff sample runs/quickstart --set diffusion.sampler.type=dpmpp_2m --set sample.precision=bf16
+  corediff run recipes/flow_digits.toml           flow matching (edm_digits.toml: EDM)
+  corediff data prepare recipes/svd_afhq.toml --set data.root=~/afhq/train
+  corediff bench --out bench                      check and measure this machine (GPU report)
   corediff plugins list
   corediff recipe show recipes/quickstart.toml
 """
