@@ -7,25 +7,13 @@ CUDA accuracy check is ``tests/test_svd_solvers.py::test_cuda_solvers_match_refe
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import torch
+from timing import best_time
 
 from corediff_plugins.degradations.svd import SVDConfig, SVDDegradation
 from corediff_plugins.schedules.rank_linear import RankLinearConfig, RankLinearSchedule
 
 SHAPE = (32, 3, 64, 64)
-
-
-def best_time(fn: Callable[[], object], repeats: int = 5) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def test_lapack_vs_gram_eigh_decompose(benchmark):
