@@ -4,6 +4,12 @@ send before killing a job).
 The first signal asks the trainer to finish its current step, write ``last`` atomically and
 exit with 128 + the signal number (130 for SIGINT, 143 for SIGTERM); a second signal of the
 same kind aborts at once (the atomic checkpoint writes keep the previous ``last`` intact).
+
+SLURM (``--signal=TERM@120``, ``scancel``) and a terminal's Ctrl-C signal the whole process
+group, DataLoader workers included: :func:`ignore_in_worker` (their ``worker_init_fn``) makes
+the workers ignore both signals, so they keep serving batches until the trainer has saved
+``last`` and shuts them down; a worker whose trainer died exits on its own (PyTorch's
+watchdog polls the parent).
 """
 
 from __future__ import annotations
@@ -48,3 +54,10 @@ class GracefulStop:
         self.signum = signum
         print(f"\ncorediff: {signal.Signals(signum).name} received: finishing this step and "
               "saving 'last' (send it again to abort at once)", file=sys.stderr, flush=True)
+
+
+def ignore_in_worker(worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn``: the stop signals are the main process's to handle
+    (PyTorch installs a SIGTERM handler in each worker that kills it)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)

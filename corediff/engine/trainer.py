@@ -45,7 +45,7 @@ from corediff.engine.guard import RunLock, check_location, claim, remove_leftove
 from corediff.engine.resume import check_resume, log_resume
 from corediff.engine.rundir import MetricsLog, RunDir
 from corediff.engine.sampling import grid_columns, save_grid
-from corediff.engine.signals import GracefulStop
+from corediff.engine.signals import GracefulStop, ignore_in_worker
 from corediff.errors import Interrupted, TrainingError
 from corediff.noise import rand
 from corediff.pipeline import Pipeline
@@ -161,6 +161,7 @@ class Trainer:
         self.val_loader = DataLoader(  # the held-out images in a fixed order
             _Indexed(Subset(dataset, held_out)), batch_size=cfg.batch_size,
             num_workers=cfg.num_workers, generator=torch.Generator(),
+            worker_init_fn=ignore_in_worker,
         ) if held_out else None
         self.val_history: list[tuple[int, float]] = []  # (step, validation loss)
         self.data_sampler = _ResumableDataSampler(
@@ -175,7 +176,7 @@ class Trainer:
             _Indexed(self.train_set), batch_size=cfg.batch_size, sampler=self.data_sampler,
             num_workers=cfg.num_workers, generator=self.loader_generator,
             drop_last=len(self.data_sampler) >= cfg.batch_size,
-            pin_memory=device.type == "cuda", **workers,
+            pin_memory=device.type == "cuda", worker_init_fn=ignore_in_worker, **workers,
         )
         self.step = 0
         self.smoothed: float | None = None
