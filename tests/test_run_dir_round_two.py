@@ -63,3 +63,34 @@ def test_group_sigterm_with_two_workers_saves_last_and_resumes_exactly(tmp_path)
     assert resumed.wait(timeout=300) == 0, resumed.communicate()[1][-2000:]
     assert reference.wait(timeout=300) == 0, reference.communicate()[1][-2000:]
     assert same_weights(full, stopped)
+
+
+# -- 2. a run stopped before its first checkpoint restarts ------------------------------------
+def readme_resume_flag(run_dir: Path) -> list[str]:
+    """The ``$resume`` of the README's SLURM script for ``run_dir``, computed by bash."""
+    line = next(text.strip() for text in (ROOT / "README.md").read_text().splitlines()
+                if text.strip().startswith("resume="))
+    script = f'run="$1"\n{line}\necho $resume'
+    done = subprocess.run(["bash", "-c", script, "bash", str(run_dir)], capture_output=True,
+                          text=True, check=True)
+    return done.stdout.split()
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_with_the_readme_script(tmp_path):
+    recipe = str(write_recipe(tmp_path / "recipe.toml", steps=20, checkpoint_every=1000))
+    run_dir = tmp_path / "run"
+    assert readme_resume_flag(run_dir) == []  # the first submission starts a new run
+    victim = corediff("train", recipe, "--run-dir", str(run_dir))
+    wait_for_rows(run_dir, 2, victim)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert checkpoint.find(run_dir / "checkpoints" / "last") is None
+    flag = readme_resume_flag(run_dir)
+    assert flag == ["--resume"]
+    again = corediff("train", recipe, "--run-dir", str(run_dir), *flag)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-2000:]
+    assert "no checkpoint in" in err and "starting from step 0" in err
+    assert [int(row["step"]) for row in read_metrics(run_dir / "metrics.csv")] == list(
+        range(1, 21))
+    assert checkpoint.load_state(run_dir / "checkpoints" / "last")["step"] == 20

@@ -520,7 +520,8 @@ def run_training(
     Rank 0 checks the location, holds the run directory's lock for the whole run, removes
     what a crash left, and refuses to overwrite an existing run (``overwrite`` starts over);
     ``resume`` checks the new recipe against the checkpoint's (``force`` accepts a change of
-    objective) and logs what changed in ``resume_log.jsonl``.
+    objective) and logs what changed in ``resume_log.jsonl``; without a checkpoint yet (a run
+    stopped before its first one, a study's cell not started) it starts from step 0.
     """
     if context.is_main:
         check_location(run)
@@ -560,8 +561,9 @@ def _prepare(run: RunDir, context: Context, *, resume: bool, overwrite: bool) ->
     barrier(context)
     last = run.checkpoint("last")
     found = checkpoint.find(last)
-    if resume and found is None:
-        raise TrainingError(f"--resume: no checkpoint in '{last}' to continue from")
+    if resume and found is None and context.is_main:  # stopped before its first checkpoint
+        tqdm.write(f"corediff: --resume: no checkpoint in '{last}' yet; starting from step 0",
+                   file=sys.stderr)
     return found
 
 
