@@ -154,10 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     study = commands.add_parser(
         "study", help="run a declarative study: cells x seeds x samplers, mean ± 95%% CI",
-        description="Train every cell of a study file once per seed (finished cells are "
-        "skipped, interrupted ones resumed), evaluate each with every sampler, and write "
-        "RESULTS.md (mean ± 95%% CI over seeds, answers to the study's questions), "
-        "results.csv, sample grids and plots.",
+        description="Train every cell of a study file once per seed (finished runs with the "
+        "same fingerprint are reused, interrupted ones resumed, changed ones set aside in "
+        "stale/ and trained again), evaluate each with every sampler, score real data as the "
+        "floor, and write RESULTS.md (mean ± 95%% CI over seeds; each question answered by "
+        "paired differences over seeds, Holm-adjusted), results.csv, sample grids and plots.",
     )
     study.add_argument("study", help="path to a study TOML file")
     study.add_argument("--out", help="where the runs go (default: runs/studies/<name>)")
@@ -165,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--launcher", choices=("local", "submitit-local", "slurm"),
                        default="local", help="local: one cell after another (default); "
                        "submitit-local: parallel local processes; slurm: one job per cell")
+    study.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="cells run at once by local and submitit-local, each with 1/N of "
+                       "the CPU threads (default 1)")
+    study.add_argument("--only", metavar="SELECTOR",
+                       help="run only the (cell, sampler) rows matching key=value[,key=value], "
+                       "e.g. cell=base or sampler=alg2_zeros")
+    study.add_argument("--dry-run", action="store_true",
+                       help="list the cells x seeds x samplers, what is reused and what runs, "
+                       "and the estimated cost; run nothing")
     study.set_defaults(func=_handler("corediff.commands.study:main"))
 
     data = commands.add_parser("data", help="prepare a recipe's data for fast loading")

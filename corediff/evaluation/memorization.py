@@ -12,7 +12,12 @@ Reported:
 * ``fraction_close``: share of samples nearer than ``threshold`` to some training image
   (default :data:`THRESHOLD` = 0.05, a PSNR of 32 dB: a near copy);
 * ``held_out_mean_distance`` (when held-out real images are given): the same mean for them,
-  the distance a model that generalises, rather than copies, should come near.
+  the distance a model that generalises, rather than copies, should come near;
+* ``copy_share`` (with held-out images): share of samples nearer to a training image than
+  ``1 − COPY_QUANTILE`` of the held-out real images are to theirs (below the held-out
+  distances' :data:`COPY_QUANTILE` quantile, reported as ``copy_threshold``). Real held-out
+  images score :data:`COPY_QUANTILE` by construction; a model that copies its training images
+  scores near 1. A study flags samples that are mostly copies (:data:`MOSTLY_COPIES`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from torch import Tensor
 
 #: Nearest-neighbour RMSE below which a sample counts as a near copy of a training image.
 THRESHOLD = 0.05
+#: Quantile of the held-out images' nearest-training distances below which a sample is a copy.
+COPY_QUANTILE = 0.05
+#: ``copy_share`` above which a model's samples are mostly copies of its training images.
+MOSTLY_COPIES = 0.5
 #: Training images per ``torch.cdist`` call when the reference is one tensor.
 REFERENCE_BATCH = 1024
 
@@ -74,4 +83,7 @@ def memorization_metrics(
     }
     if held_out is not None:
         metrics["held_out_mean_distance"] = float(held_out_distances.mean())
+        below = torch.quantile(held_out_distances, COPY_QUANTILE)
+        metrics["copy_share"] = float((distances < below).double().mean())
+        metrics["copy_threshold"] = float(below)
     return metrics

@@ -139,6 +139,33 @@ def evaluate(pipeline: Pipeline, model: nn.Module, *, n: int, seed: int) -> dict
     return report
 
 
+def floor_report(pipeline: Pipeline, *, n: int, seed: int) -> dict[str, Any]:
+    """Real data scored like generated samples at the same n (a study's floor row): n
+    training images (a seeded subset) by the quality metrics — what real data scores on them
+    — and, when the dataset declares held-out images, those by the memorization metrics (how
+    near real images the model never saw come to the training set)."""
+    families = metric_families(pipeline)
+    spec = pipeline.data_spec
+    dataset = instantiate("dataset", pipeline.recipe.data)
+    subset = _subset(dataset, n, seed + 1)  # not the subset memorization compares with
+    images, labels = next(iter(DataLoader(subset, batch_size=len(subset))))
+    report: dict[str, Any] = {"n": len(subset), "seed": seed}
+    if "digits_classifier" in families:
+        report["digits"] = DigitsMetric(spec.image_size)(
+            images, labels if spec.num_classes is not None else None)
+    if "natural_images" in families:
+        try:
+            real, _ = real_images(pipeline, n, seed)
+            report["inception"] = inception_metrics(images, real, "cpu")
+        except CorediffError as exc:
+            report["inception"] = {"unavailable": str(exc)}
+    if held_out_images(pipeline) is not None:
+        held_out = real_images(pipeline, n, seed)[0]
+        report["memorization"] = memorization_metrics(
+            held_out, (x for x, _ in training_batches(pipeline, seed)), held_out=held_out)
+    return report
+
+
 def format_report(report: dict[str, Any], indent: str = "") -> str:
     """Nested metrics as indented ``name: value`` lines."""
     lines = []

@@ -25,16 +25,22 @@
     text = "Does training noise help?"
     metric = "digits.fd"
     better = "lower"
-    compare = ["noise=off", "noise=on"]   # groups: rows whose labels match (pooled over seeds)
+    compare = ["noise=off,sampler=alg2", "noise=on,sampler=alg2"]   # groups, compared by seed
+    aggregate = "none"                    # or "mean": a group of several (cell, sampler)
+                                          # rows is their mean on each seed
 
 Cells are named by their labels (``noise=on``, or the explicit cell's name as ``cell=NAME``);
 a group selector ``key=value[,key=value]`` matches rows whose labels (the axes, ``cell`` and
-``sampler``) carry those values.
+``sampler``) carry those values. When the study loads, every metric name, selector and
+sampler name is checked against what the study defines (exit 2 with a did-you-mean), and a
+selector that pools several (cell, sampler) rows is refused unless the question says how to
+aggregate them.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,13 +49,13 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from corediff.config import Seed, StrictModel
-from corediff.errors import ConfigError
+from corediff.errors import ConfigError, did_you_mean
+from corediff.evaluation.names import METRICS
 from corediff.limits import MAX_SAMPLES
 from corediff.recipe import Problem, _problems
 
-#: Metric families an evaluation report can hold (the first part of a dotted metric name).
-METRIC_FAMILIES = ("digits", "inception", "restoration", "memorization", "nfe",
-                   "sampling_seconds", "train_seconds")
+#: A plain name: a cell, sampler, axis or level (they name folders of the study).
+PLAIN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,59}$"
 
 
 class StudySection(StrictModel):
@@ -68,25 +74,36 @@ class StudySection(StrictModel):
 
     @field_validator("metrics")
     @classmethod
-    def _known_families(cls, metrics: list[str]) -> list[str]:
+    def _known_metrics(cls, metrics: list[str]) -> list[str]:
         for metric in metrics:
-            if metric.split(".")[0] not in METRIC_FAMILIES:
-                raise ValueError(f"unknown metric '{metric}': it must start with one of "
-                                 f"{', '.join(METRIC_FAMILIES)}")
+            known_metric(metric)
         return metrics
+
+    @field_validator("plot_metric")
+    @classmethod
+    def _known_plot_metric(cls, metric: str | None) -> str | None:
+        return None if metric is None else known_metric(metric)
+
+
+def known_metric(metric: str) -> str:
+    """``metric`` when an evaluation report can hold it, else a ValueError that says which."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric '{metric}'.{did_you_mean(metric, METRICS)} Known: "
+                         f"{', '.join(METRICS)}")
+    return metric
 
 
 class CellSpec(StrictModel):
     """[[cells]]: one explicitly listed cell."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,60}$", description="Cell name (plain).")
+    name: str = Field(pattern=PLAIN, description="Cell name (plain).")
     set: list[str] = Field([], description="--set overrides of this cell.")
 
 
 class SamplerSpec(StrictModel):
     """[[samplers]]: one way of evaluating every (selected) trained model."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,60}$", description="Sampler name (plain).")
+    name: str = Field(pattern=PLAIN, description="Sampler name (plain).")
     set: list[str] = Field([], description="Sample-time --set overrides.")
     cells: list[str] = Field([], description="Only cells matching one of these selectors.")
 
@@ -98,6 +115,11 @@ class Question(StrictModel):
     metric: str = Field(description="The dotted metric that answers it.")
     better: Literal["lower", "higher"] = Field(description="Which direction is better.")
     compare: list[str] = Field(min_length=2, description="Group selectors to compare.")
+    aggregate: Literal["none", "mean"] = Field(
+        "none", description="How a group of several (cell, sampler) rows becomes one value "
+        "per seed: 'none' refuses such a group, 'mean' averages its rows on each seed.")
+
+    _metric = field_validator("metric")(lambda metric: known_metric(metric))
 
 
 class SlurmSection(StrictModel):
@@ -129,6 +151,12 @@ class StudyFile(StrictModel):
         for axis, levels in self.axes.items():
             if not levels:
                 raise ValueError(f"axis '{axis}' has no levels")
+            for name in (axis, *levels):
+                if not re.fullmatch(PLAIN, name):
+                    raise ValueError(f"axis or level name '{name}' must be plain (letters, "
+                                     "digits, '.', '_', '-', not starting with '.'; at most 60)")
+            if axis in {"cell", "sampler"}:
+                raise ValueError(f"axis name '{axis}' is reserved for the labels of a row")
         names = [cell.name for cell in self.cells] or [s.name for s in self.samplers]
         if len(set(names)) != len(names) or len({s.name for s in self.samplers}) != len(
                 self.samplers):
@@ -176,6 +204,54 @@ class Study:
         return [s for s in self.spec.samplers
                 if not s.cells or any(matches(dict(cell.labels), sel) for sel in s.cells)]
 
+    def design(self) -> list[dict[str, str]]:
+        """The labels of every (cell, sampler) row the study measures (on each seed)."""
+        return [{**dict(cell.labels), "sampler": sampler.name}
+                for cell in self.cells() for sampler in self.samplers_for(cell)]
+
+    def problems(self) -> list[Problem]:
+        """Selectors that name no label, no level or no row, and groups that would pool
+        several (cell, sampler) rows without an ``aggregate``."""
+        cells = [dict(cell.labels) for cell in self.cells()]
+        problems = [Problem(("samplers", i, "cells"), message)
+                    for i, sampler in enumerate(self.spec.samplers)
+                    for selector in sampler.cells
+                    if (message := selector_problem(selector, cells))]
+        rows = self.design()
+        for i, question in enumerate(self.spec.questions):
+            for selector in question.compare:
+                message = selector_problem(selector, rows)
+                pooled = {(r.get("cell") or cell_name(r), r["sampler"])
+                          for r in rows if matches(r, selector)}
+                if not message and len(pooled) > 1 and question.aggregate == "none":
+                    message = (f"group '{selector}' pools {len(pooled)} (cell, sampler) rows; "
+                               "name one cell and sampler, or set aggregate = 'mean'")
+                if message:
+                    problems.append(Problem(("questions", i, "compare"), message))
+        return problems
+
+
+def cell_name(labels: dict[str, str]) -> str:
+    """A row's cell name from its labels (every label but the sampler)."""
+    return ",".join(f"{k}={v}" for k, v in labels.items() if k != "sampler")
+
+
+def selector_problem(selector: str, rows: list[dict[str, str]]) -> str:
+    """Why ``selector`` matches none of ``rows`` (with a did-you-mean), or '' when it does."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    for part in selector.split(","):
+        key, equals, value = (p.strip() for p in part.partition("="))
+        if not equals or key not in keys:
+            return (f"selector '{selector}': '{key}' is not a label.{did_you_mean(key, keys)} "
+                    f"Labels: {', '.join(keys)} (as key=value)")
+        values = list(dict.fromkeys(row[key] for row in rows if key in row))
+        if value not in values:
+            return (f"selector '{selector}': {key} has no value '{value}'."
+                    f"{did_you_mean(value, values)} Values: {', '.join(values)}")
+    if not any(matches(row, selector) for row in rows):
+        return f"selector '{selector}' matches nothing this study measures"
+    return ""
+
 
 def matches(labels: dict[str, str], selector: str) -> bool:
     """Whether ``labels`` carry every ``key=value`` of ``selector`` (comma separated)."""
@@ -203,7 +279,10 @@ def load_study(path: str | Path) -> Study:
         lines = "\n".join(f"  {p}" for p in problems)
         raise ConfigError(f"{path}: invalid study\n{lines}") from None
     study = Study(path, spec)
+    problems = study.problems()
     if not study.recipe.is_file():
-        problem = Problem(("study", "recipe"), f"'{study.recipe}' is not a file")
-        raise ConfigError(f"{path}: invalid study\n  {problem}")
+        problems.insert(0, Problem(("study", "recipe"), f"'{study.recipe}' is not a file"))
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise ConfigError(f"{path}: invalid study\n{lines}")
     return study

@@ -1,156 +1,254 @@
-"""A study's results: mean ± 95 % confidence interval over seeds, a CSV, RESULTS.md with the
-questions answered, sample grids and plots (training loss per cell; quality versus network
-evaluations).
+"""A study's results: RESULTS.md with the questions answered from paired statistics, a floor
+row of real data in every table, copies flagged, each run's fingerprint, the compute that
+regenerates it; results.csv (each column once); sample grids; plots (quality against network
+evaluations, one panel per model family, with 95 % bands; training loss within each
+parameterization).
 
-The interval is Student's t: mean ± t_{0.975, k−1} · s / √k over the k seeds (none for k = 1).
-A question compares groups of rows; the answer names the better group, and is "clear" when
-the two groups' intervals do not overlap, "not resolved" otherwise.
+Values are mean ± Student-t 95 % half-width over seeds. A question's groups are compared with
+the best by :mod:`corediff.studies.statistics` (paired over shared seeds, Holm-adjusted across
+the study); "Best" is named only when every other group is separated from it. A group whose
+samples are mostly copies of training images (``memorization.copy_share`` above
+:data:`corediff.evaluation.memorization.MOSTLY_COPIES`) is flagged and never named best on a
+quality metric.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from corediff.evaluation.memorization import COPY_QUANTILE, MOSTLY_COPIES
+from corediff.evaluation.names import NON_NEGATIVE
 from corediff.studies.config import Question, Study, matches
-from corediff.studies.runner import run_dir
+from corediff.studies.runner import cell_recipe, run_dir
+from corediff.studies.statistics import ALPHA, Difference, Estimate, compare, estimate, holm
 
-
-@dataclass(frozen=True)
-class Estimate:
-    """Mean and 95 % half-width over k values (half-width NaN when k < 2)."""
-
-    mean: float
-    half_width: float
-    k: int
-
-    def __str__(self) -> str:
-        if math.isnan(self.mean):
-            return "–"
-        if self.half_width == 0 and self.mean == int(self.mean):
-            return str(int(self.mean))  # the same count on every seed (nfe)
-        digits = 3 if abs(self.mean) < 10 else 1
-        if math.isnan(self.half_width):
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
-
-    @property
-    def low(self) -> float:
-        return self.mean - self.half_width
-
-    @property
-    def high(self) -> float:
-        return self.mean + self.half_width
-
-
-def estimate(values: Iterable[float]) -> Estimate:
-    """Mean ± Student-t 95 % half-width of finite values."""
-    from scipy.stats import t as student
-
-    data = [v for v in values if math.isfinite(v)]
-    k = len(data)
-    if k == 0:
-        return Estimate(math.nan, math.nan, 0)
-    mean = sum(data) / k
-    if k == 1:
-        return Estimate(mean, math.nan, 1)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in data) / (k - 1))
-    return Estimate(mean, float(student.ppf(0.975, k - 1)) * sd / math.sqrt(k), k)
+COPIES = "memorization.copy_share"
+#: Columns every table shows after the study's metrics.
+EXTRA = ("nfe", "train_steps", "train_seconds", "sampling_seconds")
 
 
 def table(rows: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:
-    """One line per (cell, sampler): estimates of each metric, nfe and times."""
+    """One line per (cell, sampler): estimates of each metric, copies, nfe, steps and times."""
     keys = list(dict.fromkeys((r["cell"], r["sampler"]) for r in rows))
-    columns = [*metrics, "nfe", "train_seconds", "sampling_seconds"]
+    columns = list(dict.fromkeys([*metrics, COPIES, *EXTRA]))
     lines = []
     for cell, sampler in keys:
         group = [r for r in rows if (r["cell"], r["sampler"]) == (cell, sampler)]
         lines.append({"cell": cell, "sampler": sampler, "labels": group[0]["labels"],
+                      "sampler_type": group[0].get("sampler_type", ""),
                       **{c: estimate(r["metrics"].get(c, math.nan) for r in group)
                          for c in columns}})
     return lines
 
 
-def answer(question: Question, rows: list[dict[str, Any]]) -> str:
-    """One line: each group's estimate, the better one, and whether the CIs separate."""
-    groups = []
-    for selector in question.compare:
-        values = [r["metrics"].get(question.metric, math.nan) for r in rows
-                  if matches(r["labels"], selector)]
-        groups.append((selector, estimate(values)))
-    shown = "; ".join(f"{sel}: {est} (k={est.k})" for sel, est in groups)
-    valid = [(sel, est) for sel, est in groups if not math.isnan(est.mean)]
-    if len(valid) < 2:
-        return f"{shown} — not enough results to answer."
+def copies(estimate_: Estimate) -> bool:
+    """Whether a copy share says the samples are mostly copies of training images."""
+    return not math.isnan(estimate_.mean) and estimate_.mean > MOSTLY_COPIES
+
+
+@dataclass
+class Group:
+    """One selector of a question: its value on each seed and its copy share."""
+
+    selector: str
+    values: dict[int, float]
+    copy_share: Estimate
+
+    @property
+    def estimate(self) -> Estimate:
+        return estimate(self.values.values())
+
+
+@dataclass
+class Answer:
+    """A question's groups, its best group and each other group's difference from it."""
+
+    question: Question
+    groups: list[Group]
+    best: Group | None
+    differences: dict[str, Difference]
+    adjusted: dict[str, float]
+
+
+def group(question: Question, selector: str, rows: list[dict[str, Any]]) -> Group:
+    """The rows a selector picks, one value per seed (their mean with ``aggregate = 'mean'``;
+    a study file that pools without it is refused when it loads)."""
+    picked = [r for r in rows if matches(r["labels"], selector)]
+    by_seed: dict[int, list[float]] = {}
+    for r in picked:
+        value = r["metrics"].get(question.metric, math.nan)
+        if math.isfinite(value):
+            by_seed.setdefault(r["seed"], []).append(value)
+    values = {seed: sum(v) / len(v) for seed, v in by_seed.items()}
+    return Group(selector, values, estimate(r["metrics"].get(COPIES, math.nan) for r in picked))
+
+
+def compare_groups(question: Question, rows: list[dict[str, Any]]) -> Answer:
+    """Every group against the best (by mean, among groups that are not mostly copies when
+    the metric measures quality)."""
+    groups = [group(question, selector, rows) for selector in question.compare]
     sign = 1 if question.better == "lower" else -1
-    ranked = sorted(valid, key=lambda item: sign * item[1].mean)
-    (best, top), (_, runner_up) = ranked[0], ranked[1]
-    separate = top.high < runner_up.low if sign == 1 else top.low > runner_up.high
-    if any(math.isnan(e.half_width) for _, e in valid[:2]):
-        verdict = "one seed only: no interval, so not resolved"
-    elif separate:
-        verdict = "clear: the 95 % intervals do not overlap"
+    quality = not question.metric.startswith("memorization.")
+    candidates = [g for g in groups if g.values and not (quality and copies(g.copy_share))]
+    best = min(candidates, key=lambda g: sign * g.estimate.mean) if candidates else None
+    differences = {} if best is None else {
+        g.selector: compare(best.values, g.values) for g in groups if g is not best and g.values}
+    return Answer(question, groups, best, differences, {})
+
+
+def adjust(answers: list[Answer]) -> None:
+    """Holm-adjust the p-values of every comparison of the study together."""
+    keys = [(a, selector) for a in answers for selector in a.differences]
+    adjusted = holm([a.differences[selector].p for a, selector in keys])
+    for (a, selector), p in zip(keys, adjusted, strict=True):
+        a.adjusted[selector] = p
+
+
+def describe(answer: Answer) -> str:
+    """One paragraph: each group, each difference from the best, and the verdict."""
+    q = answer.question
+    shown = []
+    for g in answer.groups:
+        flag = (f" ⚠ mostly copies of training images ({g.copy_share.mean:.0%})"
+                if copies(g.copy_share) else "")
+        shown.append(f"{g.selector}: {g.estimate} (seeds {sorted(g.values)}){flag}")
+    text = "; ".join(shown) + "."
+    if answer.best is None or not answer.differences:
+        return f"{text} No verdict: fewer than two groups have results that count."
+    parts, separated, untested = [], [], []
+    for selector, d in answer.differences.items():
+        p = answer.adjusted.get(selector, math.nan)
+        if d.test == "none":
+            untested.append(selector)
+            parts.append(f"{selector} − best = {d.mean:+.3g} (no test: fewer than two seeds)")
+            continue
+        how = f"paired over {d.k} seeds" if d.test == "paired" else "Welch, seeds not shared"
+        parts.append(f"{selector} − best = {d.mean:+.3g} [{d.low:+.3g}, {d.high:+.3g}] "
+                     f"({how}, Holm p = {p:.2g})")
+        if p < ALPHA:
+            separated.append(selector)
+    best = answer.best.selector
+    others = [s for s in answer.differences if s not in separated]
+    if untested and len(untested) == len(answer.differences):
+        verdict = "no verdict: fewer than two shared seeds"
+    elif not others:
+        verdict = (f"Best: **{best}** ({q.better} {q.metric} is better); every other group is "
+                   f"separated from it (Holm-adjusted p < {ALPHA})")
     else:
-        verdict = "not resolved: the 95 % intervals overlap"
-    return f"{shown}. Best: **{best}** ({question.better} {question.metric} is better) — {verdict}."
+        verdict = (f"not resolved: {best} has the {'lowest' if q.better == 'lower' else 'highest'}"
+                   f" mean, but {', '.join(others)} {'is' if len(others) == 1 else 'are'} not "
+                   "separated from it")
+        if separated:
+            verdict += f"; {', '.join(separated)} separated (worse)"
+    return f"{text} Difference from the best: {'; '.join(parts)}. Verdict: {verdict}."
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    keys = sorted({k for r in rows for k in r["metrics"]})
-    labels = sorted({k for r in rows for k in r["labels"]})
+    """One row per (cell, sampler, seed); every column once."""
+    fixed = ["cell", "sampler", "seed", "fingerprint"]
+    labels = [k for k in dict.fromkeys(k for r in rows for k in r["labels"]) if k not in fixed]
+    keys = sorted({k for r in rows for k in r["metrics"]} - set(fixed) - set(labels))
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["cell", "sampler", "seed", *labels, *keys])
+        writer.writerow([*fixed, *labels, *keys])
         for r in rows:
-            writer.writerow([r["cell"], r["sampler"], r["seed"],
+            writer.writerow([r["cell"], r["sampler"], r["seed"], r["fingerprint"],
                              *(r["labels"].get(k, "") for k in labels),
                              *(r["metrics"].get(k, "") for k in keys)])
 
 
-def plot_losses(study: Study, out: Path, path: Path) -> None:
-    """Mean training loss over seeds against the step, one line per cell."""
-    from corediff.engine.rundir import read_metrics
+def series_name(sampler: str) -> str:
+    """A sampler name without its step count (``dpmpp_2m10`` -> ``dpmpp_2m``)."""
+    return re.sub(r"(?<=[A-Za-z])\d+(?=_|$)", "", sampler, count=1)
 
+
+def series(lines: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The (cell, sampler) lines joined into curves: samplers of a cell that differ only in
+    their step count (and so in nfe) form one curve; any other line is a point of its own."""
+    curves: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for line in lines:
+        curves.setdefault((line["cell"], series_name(line["sampler"])), []).append(line)
+    joined = {}
+    for (cell, name), members in curves.items():
+        nfes = [m["nfe"].mean for m in members]
+        if len(members) > 1 and len(set(nfes)) == len(nfes):
+            joined[(cell, name)] = sorted(members, key=lambda m: m["nfe"].mean)
+        else:
+            joined.update({(cell, m["sampler"]): [m] for m in members})
+    return joined
+
+
+def plot_quality(lines: list[dict[str, Any]], families: dict[str, str], metric: str,
+                 path: Path) -> None:
+    """Metric (mean with a 95 % band) against network evaluations: one panel per model
+    family, one curve per cell and sampler (step counts joined), the legend outside."""
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for cell in study.cells():
-        curves = []
-        for seed in study.spec.study.seeds:
-            metrics = run_dir(out, cell, seed) / "metrics.csv"
-            if metrics.is_file():
-                curves.append([(int(r["step"]), float(r["loss"])) for r in read_metrics(metrics)])
-        if curves:
-            length = min(len(c) for c in curves)
-            steps = [step for step, _ in curves[0][:length]]
-            mean = [sum(c[i][1] for c in curves) / len(curves) for i in range(length)]
-            axis.plot(steps, mean, label=cell.name)
-    axis.set(xlabel="step", ylabel="training loss (mean over seeds)", yscale="log")
-    axis.legend(fontsize=7)
+    names = sorted(set(families.values()))
+    figure, axes = plt.subplots(len(names), 1, figsize=(9, 3.4 * len(names)), squeeze=False)
+    for axis, family in zip(axes[:, 0], names, strict=True):
+        for (cell, name), members in series(lines).items():
+            if families.get(cell) != family:
+                continue
+            points = [(m["nfe"].mean, m[metric]) for m in members if not math.isnan(m[metric].mean)]
+            if not points:
+                continue
+            x = [nfe for nfe, _ in points]
+            y = [e.mean for _, e in points]
+            drawn = axis.plot(x, y, marker="o", label=f"{cell} / {name}")[0]
+            low = [e.low if not math.isnan(e.half_width) else e.mean for _, e in points]
+            high = [e.high if not math.isnan(e.half_width) else e.mean for _, e in points]
+            if len(points) > 1:
+                axis.fill_between(x, low, high, color=drawn.get_color(), alpha=0.15)
+            else:
+                axis.errorbar(x, y, yerr=[[y[0] - low[0]], [high[0] - y[0]]],
+                              color=drawn.get_color(), capsize=3)
+        axis.set(title=f"{family}", xlabel="network evaluations (nfe)", ylabel=metric,
+                 xscale="log")
+        if metric in NON_NEGATIVE:
+            axis.set_ylim(bottom=0)
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
-def plot_quality(lines: list[dict[str, Any]], metric: str, path: Path) -> None:
-    """Metric (mean ± CI) against network evaluations, one point per (cell, sampler)."""
+def plot_losses(study: Study, out: Path, parameterizations: dict[str, str], path: Path) -> None:
+    """Training loss (mean over seeds, min–max band) against the step: one panel per
+    parameterization, since losses of different parameterizations are not comparable."""
+    from corediff.engine.rundir import read_metrics
+
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for line in lines:
-        value, nfe = line[metric], line["nfe"]
-        if math.isnan(value.mean):
-            continue
-        error = 0 if math.isnan(value.half_width) else value.half_width
-        axis.errorbar(nfe.mean, value.mean, yerr=error, fmt="o", capsize=3,
-                      label=f"{line['cell']} / {line['sampler']}")
-    axis.set(xlabel="network evaluations (nfe)", ylabel=metric, xscale="log")
-    axis.legend(fontsize=6)
+    names = sorted(set(parameterizations.values()))
+    figure, axes = plt.subplots(len(names), 1, figsize=(9, 3.2 * len(names)), squeeze=False)
+    for axis, name in zip(axes[:, 0], names, strict=True):
+        for cell in study.cells():
+            if parameterizations[cell.name] != name:
+                continue
+            curves = []
+            for seed in study.spec.study.seeds:
+                metrics = run_dir(out, cell, seed) / "metrics.csv"
+                if metrics.is_file():
+                    curves.append([(int(r["step"]), float(r["loss"]))
+                                   for r in read_metrics(metrics)])
+            length = min((len(c) for c in curves), default=0)
+            if not length:
+                continue
+            steps = [step for step, _ in curves[0][:length]]
+            values = [[c[i][1] for c in curves] for i in range(length)]
+            drawn = axis.plot(steps, [sum(v) / len(v) for v in values], label=cell.name)[0]
+            axis.fill_between(steps, [min(v) for v in values], [max(v) for v in values],
+                              color=drawn.get_color(), alpha=0.15)
+        axis.set(title=f"parameterization: {name}", xlabel="step",
+                 ylabel="training loss (mean over seeds)", yscale="log")
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
@@ -171,14 +269,45 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def write_report(study: Study, out: Path, report: Path, rows: list[dict[str, Any]]) -> Path:
+def _recipe_types(study: Study) -> tuple[dict[str, str], dict[str, str]]:
+    """Each cell's model family (its degradation type) and parameterization type."""
+    families, parameterizations = {}, {}
+    for cell in study.cells():
+        diffusion = cell_recipe(study, cell, study.spec.study.seeds[0]).diffusion
+        families[cell.name] = diffusion.degradation.type
+        parameterizations[cell.name] = diffusion.parameterization.type
+    return families, parameterizations
+
+
+def results_table(study: Study, lines: list[dict[str, Any]],
+                  floors: list[tuple[list[str], list[dict[str, float]]]]) -> list[str]:
+    """The markdown table: a line per (cell, sampler), copies flagged, then the floor rows."""
+    metrics = list(dict.fromkeys([*study.spec.study.metrics, COPIES]))
+    header = ["cell", "sampler", *metrics, "nfe", "train steps", "train s", "sampling s"]
+    text = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for line in lines:
+        flag = " ⚠ copies" if copies(line[COPIES]) else ""
+        values = [str(line[m]) for m in [*metrics, *EXTRA]]
+        text.append(f"| {line['cell']}{flag} | {line['sampler']} | " + " | ".join(values) + " |")
+    for cells, scores in floors:
+        values = [str(estimate(s.get(m, math.nan) for s in scores)) for m in metrics]
+        text.append(f"| **floor**: real data of {', '.join(cells)} | – | "
+                    + " | ".join(values) + " | – | – | – | – |")
+    return text
+
+
+def write_report(study: Study, out: Path, report: Path, rows: list[dict[str, Any]],
+                 floors: list[tuple[list[str], list[dict[str, float]]]],
+                 fingerprints: dict[str, dict[int, str]], compute: dict[str, float]) -> Path:
     """RESULTS.md, results.csv, plots and one sample grid per cell into ``report``."""
     spec = study.spec.study
     report.mkdir(parents=True, exist_ok=True)
     write_csv(rows, report / "results.csv")
     lines = table(rows, spec.metrics)
-    plot_losses(study, out, report / "loss_curves.png")
-    plot_quality(lines, spec.plot_metric or spec.metrics[0], report / "quality_vs_nfe.png")
+    families, parameterizations = _recipe_types(study)
+    plot_losses(study, out, parameterizations, report / "loss_curves.png")
+    plot_quality(lines, families, spec.plot_metric or spec.metrics[0],
+                 report / "quality_vs_nfe.png")
     grids = []
     for cell in study.cells():
         grid = run_dir(out, cell, spec.seeds[0]) / "samples.png"
@@ -187,22 +316,35 @@ def write_report(study: Study, out: Path, report: Path, rows: list[dict[str, Any
             shutil.copyfile(grid, report / name)
             grids.append((cell.name, name))
     text = [f"# Study: {spec.name}", "", spec.description, "",
-            f"Base recipe `{spec.recipe}`; seeds {spec.seeds}; {spec.n} samples per "
-            f"evaluation; overrides applied to every cell: "
+            f"Base recipe `{spec.recipe}`; seeds {spec.seeds} (a seed fixes a cell's initial "
+            f"weights, data order and sampling noise, so cells are compared seed by seed); "
+            f"{spec.n} samples per evaluation; overrides applied to every cell: "
             f"{' '.join(f'`{o}`' for o in spec.set) or 'none'}. "
-            "Values are mean ± 95 % CI (Student t) over seeds. Regenerate with "
-            f"`corediff study {_shown(study.path)} --report {_shown(report)}`.", ""]
+            "Values are mean ± 95 % CI (Student t) over seeds. Each question compares every "
+            "group with the best by the paired difference over shared seeds (Welch where seeds "
+            f"are not shared), Holm-adjusted across the study's {_count(study)} comparisons; "
+            "the floor row scores real data with the same metrics at the same n (quality "
+            "metrics: training images; memorization: held-out images, whose copy share is "
+            f"{COPY_QUANTILE:.0%} by construction); `⚠ copies` marks samples of which more than "
+            f"{MOSTLY_COPIES:.0%} are nearer a training image than {1 - COPY_QUANTILE:.0%} of "
+            "held-out images are (never counted as quality).", "",
+            f"Regenerate with `corediff study {_shown(study.path)} --report {_shown(report)}`: "
+            f"training {compute['train'] / 60:.1f} min and evaluation "
+            f"{compute['evaluate'] / 60:.1f} min of wall time, summed over the runs, on the "
+            "machine that made this report (2-core CPU).", ""]
     if study.spec.questions:
+        answers = [compare_groups(q, rows) for q in study.spec.questions]
+        adjust(answers)
         text += ["## Answers", ""]
-        text += [f"- **{q.text}** {answer(q, rows)}" for q in study.spec.questions]
+        text += [f"- **{a.question.text}** {describe(a)}" for a in answers]
         text.append("")
-    header = ["cell", "sampler", *spec.metrics, "nfe", "train s", "sampling s"]
-    text += ["## Results", "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)]
-    for line in lines:
-        values = [str(line[m]) for m in [*spec.metrics, "nfe", "train_seconds",
-                                         "sampling_seconds"]]
-        text.append(f"| {line['cell']} | {line['sampler']} | " + " | ".join(values) + " |")
+    text += ["## Results", "", *results_table(study, lines, floors), ""]
+    text += ["## Fingerprints", "", "Runs (cell × seed) are reused only with these; "
+             "older results live in `stale/` of the study's output folder.", "",
+             "| cell | " + " | ".join(f"seed {s}" for s in spec.seeds) + " |",
+             "|" + "---|" * (len(spec.seeds) + 1)]
+    text += [f"| {cell} | " + " | ".join(f"`{by_seed.get(s, '–')}`" for s in spec.seeds) + " |"
+             for cell, by_seed in fingerprints.items()]
     text += ["", "## Plots", "", "![training loss](loss_curves.png)", "",
              "![quality versus network evaluations](quality_vs_nfe.png)", ""]
     if grids:
@@ -212,3 +354,7 @@ def write_report(study: Study, out: Path, report: Path, rows: list[dict[str, Any
     path = report / "RESULTS.md"
     path.write_text("\n".join(text), encoding="utf-8")
     return path
+
+
+def _count(study: Study) -> int:
+    return sum(len(q.compare) - 1 for q in study.spec.questions)
