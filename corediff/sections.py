@@ -17,6 +17,11 @@ class TrainConfig(StrictModel):
     """[train]: optimisation, EMA, precision and checkpointing."""
 
     steps: int = Field(1000, gt=0, le=MAX_TRAIN_STEPS, description="Optimiser steps to train for.")
+    max_minutes: PositiveFloat | None = Field(
+        None, description="Wall-clock budget of training in minutes, over every session of a "
+        "resumed run (None: none): training stops at the first step past it, saves 'last' and "
+        "records the steps done; the LR schedule still spans train.steps.",
+    )
     batch_size: BatchSize = Field(64, description="Images per step (per process under DDP).")
     grad_accum: PositiveInt = Field(1, description="Micro-batches accumulated per optimiser step.")
     lr: PositiveFloat = Field(2e-4, description="Peak learning rate (AdamW).")

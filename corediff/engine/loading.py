@@ -53,8 +53,10 @@ def open_checkpoint(
     diffusion = stored.get("diffusion")
     stored_types = {k: v.get("type") for k, v in diffusion.items() if isinstance(v, dict)
                     } if isinstance(diffusion, dict) else {}
+    restored = set()
     for kind, component in pipeline.components().items():
         if component.config.type == stored_types.get(kind) and state["extra"].get(kind):
+            restored.add(kind)
             try:
                 component.load_extra_state(state["extra"][kind])
             except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
@@ -63,8 +65,24 @@ def open_checkpoint(
                     f"'{component.config.type}' cannot be restored: "
                     f"{' '.join(str(exc).split())[:300]}"
                 ) from None
+    fit_new_components(pipeline, restored)
     run_root = path.parent.parent if path.parent.name == "checkpoints" else path
     return LoadedCheckpoint(path=path, run_root=run_root, pipeline=pipeline, state=state)
+
+
+def fit_new_components(pipeline: Pipeline, restored: set[str]) -> None:
+    """Fit the components the checkpoint holds no state for that learn from data (e.g. a
+    fitted prior chosen with ``--set`` at sampling time) on the training images, exactly as
+    training would have (:func:`corediff.engine.trainer.fit_images`)."""
+    from corediff.engine.trainer import fit_images
+    from corediff.interfaces import Component
+
+    fresh = [c for kind, c in pipeline.components().items()
+             if kind not in restored and type(c).fit is not Component.fit]
+    if fresh:
+        images = fit_images(pipeline)
+        for component in fresh:
+            component.fit(images)
 
 
 def load_model(loaded: LoadedCheckpoint, use_ema: bool) -> nn.Module:

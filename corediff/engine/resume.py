@@ -14,12 +14,13 @@ import json
 import time
 from typing import Any
 
+from corediff.engine import safe_files
 from corediff.engine.rundir import RunDir
 from corediff.errors import TrainingError
 
 #: Dotted keys (or prefixes ending in ".") a resumed run may change.
 MAY_CHANGE = (
-    "train.steps", "train.log_every", "train.checkpoint_every", "train.sample_every",
+    "train.steps", "train.max_minutes", "train.log_every", "train.checkpoint_every", "train.sample_every",
     "train.lr", "train.warmup_steps", "train.min_lr_ratio", "train.num_workers",
     "train.compile", "train.prefetch_factor", "train.factor_cache",
     "train.factor_cache_device_gib", "train.factor_cache_host_gib", "sample.", "run.device",
@@ -69,8 +70,8 @@ def check_resume(
 
 
 def log_resume(run: RunDir, step: int, changed: dict[str, tuple[Any, Any]], force: bool) -> None:
-    """Append one JSON line to ``<run>/resume_log.jsonl``."""
+    """Append one JSON line to ``<run>/resume_log.jsonl`` (never through a link or a FIFO)."""
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step, "forced": force,
              "changed": {key: list(values) for key, values in changed.items()}}
-    with (run.root / "resume_log.jsonl").open("a", encoding="utf-8") as handle:
+    with safe_files.open_append(run.root / "resume_log.jsonl") as handle:
         handle.write(json.dumps(entry) + "\n")

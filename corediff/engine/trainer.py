@@ -37,11 +37,17 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from corediff import __version__
-from corediff.builder import build
+from corediff.builder import build, instantiate
 from corediff.engine import checkpoint, factor_cache
 from corediff.engine.distributed import Context, any_across, barrier, gather, mean_across
 from corediff.engine.factor_cache import FactorCache
-from corediff.engine.guard import RunLock, check_location, claim, remove_leftovers
+from corediff.engine.guard import (
+    RunLock,
+    check_location,
+    check_run_files,
+    claim,
+    remove_leftovers,
+)
 from corediff.engine.resume import check_resume, log_resume
 from corediff.engine.rundir import MetricsLog, RunDir
 from corediff.engine.sampling import grid_columns, save_grid
@@ -92,6 +98,21 @@ class _Indexed(torch.utils.data.Dataset):
         if isinstance(self.dataset, Subset):
             index = self.dataset.indices[index]
         return index, image, label
+
+
+def fit_images(pipeline: Pipeline, train_set: Any = None) -> Tensor:
+    """Up to FIT_IMAGES training images (a subset fixed by run.seed) that the non-network
+    components calibrate on: of ``train_set``, or of the recipe's dataset less the
+    ``val_fraction`` split."""
+    recipe = pipeline.recipe
+    if train_set is None:
+        dataset = instantiate("dataset", recipe.data)
+        indices, _ = split_indices(len(dataset), recipe.train.val_fraction, recipe.run.seed)
+        train_set = Subset(dataset, indices)
+    pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(
+        recipe.run.seed))[:FIT_IMAGES]
+    images, _ = next(iter(DataLoader(Subset(train_set, pick.tolist()), batch_size=FIT_IMAGES)))
+    return images
 
 
 def split_indices(size: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -181,6 +202,8 @@ class Trainer:
         self.step = 0
         self.smoothed: float | None = None
         self.best = math.inf
+        self.seconds = 0.0  # training wall time of earlier sessions (train.max_minutes)
+        self.started = time.perf_counter()
         self.pending: list[tuple[float, float]] = []  # (loss, grad_norm) since the last row
 
     def _factor_cache(self) -> FactorCache | None:
@@ -213,10 +236,7 @@ class Trainer:
     def fit_components(self) -> None:
         """Calibrate the non-network components on up to FIT_IMAGES training images (never
         held-out ones)."""
-        dataset = self.train_set
-        pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(
-            self.recipe.run.seed))[:FIT_IMAGES]
-        images, _ = next(iter(DataLoader(Subset(dataset, pick.tolist()), batch_size=FIT_IMAGES)))
+        images = fit_images(self.pipeline, self.train_set)
         for component in self.pipeline.components().values():
             component.fit(images)
 
@@ -228,6 +248,7 @@ class Trainer:
                            "torch": torch.get_rng_state()}, self.context)
         return {
             "step": self.step, "smoothed": self.smoothed, "best": self.best,
+            "train_seconds": self.elapsed(),
             "pending": self.pending, "corediff_version": __version__,
             "val_loss": self.val_history[-1][1] if self.val_history else None,
             "val_history": self.val_history,
@@ -267,6 +288,7 @@ class Trainer:
             for index, cuda_state in enumerate(rng["cuda"][:torch.cuda.device_count()]):
                 torch.cuda.set_rng_state(cuda_state, index)
         self.step, self.smoothed, self.best = state["step"], state["smoothed"], state["best"]
+        self.seconds = state.get("train_seconds", 0.0)
         self.pending = [tuple(p) for p in state["pending"]]
         self.val_history = [(step, loss) for step, loss in state.get("val_history", [])]
 
@@ -419,8 +441,18 @@ class Trainer:
         self.ema.update(self.model, step=self.step)
         return total, grad_norm
 
+    def elapsed(self) -> float:
+        """Seconds of training so far, over every session of the run."""
+        return self.seconds + time.perf_counter() - self.started
+
+    def out_of_time(self) -> bool:
+        """Whether ``train.max_minutes`` of training (over every session) are spent."""
+        minutes = self.recipe.train.max_minutes
+        return minutes is not None and self.elapsed() >= 60 * minutes
+
     def train(self) -> None:
         cfg, ctx = self.recipe.train, self.context
+        self.started = time.perf_counter()
         metrics = MetricsLog(self.run, self.step or None) if ctx.is_main else None
         data = self.batches()
         window: list[tuple[Tensor, Tensor]] = []
@@ -429,7 +461,8 @@ class Trainer:
                    dynamic_ncols=True)
         self.net.train()
         with GracefulStop() as stop, contextlib.closing(bar):
-            while self.step < cfg.steps:
+            spent = cfg.max_minutes is not None and any_across(self.out_of_time(), ctx)
+            while self.step < cfg.steps and not spent:
                 window.append(self.train_step(data))
                 images += cfg.batch_size * cfg.grad_accum * ctx.world_size
                 bar.update(1)
@@ -438,6 +471,11 @@ class Trainer:
                 # one process stops after any step; DDP ranks agree at boundaries (no extra sync)
                 if (row or save or done or not ctx.distributed) and any_across(stop.requested, ctx):
                     self.interrupt(window, stop.signum or signal.SIGTERM)
+                if (row or save or not ctx.distributed) and not done and (
+                        cfg.max_minutes is not None and any_across(self.out_of_time(), ctx)):
+                    done = spent = True  # ranks agree on the budget at boundaries
+                    tqdm.write(f"corediff: train.max_minutes = {cfg.max_minutes} reached at "
+                               f"step {self.step} of {cfg.steps}", file=sys.stderr)
                 if not (row or save or done):
                     continue
                 self.check(window)
@@ -555,6 +593,7 @@ def _prepare(run: RunDir, context: Context, *, resume: bool, overwrite: bool) ->
     if resume and overwrite:
         raise TrainingError("--resume and --overwrite contradict each other; pick one")
     if context.is_main:
+        check_run_files(run)
         remove_leftovers(run)
         if not resume:
             claim(run, overwrite=overwrite)
