@@ -185,9 +185,12 @@ def series(lines: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, 
 
 
 def plot_quality(lines: list[dict[str, Any]], families: dict[str, str], metric: str,
-                 path: Path) -> None:
+                 floors: list[float], path: Path) -> None:
     """Metric (mean with a 95 % band) against network evaluations: one panel per model
-    family, one curve per cell and sampler (step counts joined), the legend outside."""
+    family, one curve per cell and sampler (step counts joined), the real-data floor as a
+    dashed line, the legend outside."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     plt = _pyplot()
     names = sorted(set(families.values()))
     figure, axes = plt.subplots(len(names), 1, figsize=(9, 3.4 * len(names)), squeeze=False)
@@ -208,8 +211,15 @@ def plot_quality(lines: list[dict[str, Any]], families: dict[str, str], metric: 
             else:
                 axis.errorbar(x, y, yerr=[[y[0] - low[0]], [high[0] - y[0]]],
                               color=drawn.get_color(), capsize=3)
+        for value in floors:
+            axis.axhline(value, color="gray", linestyle="--", label="floor: real data")
         axis.set(title=f"{family}", xlabel="network evaluations (nfe)", ylabel=metric,
                  xscale="log")
+        ticks = sorted({m["nfe"].mean for m in lines if families.get(m["cell"]) == family
+                        and not math.isnan(m["nfe"].mean)})
+        axis.set_xticks(ticks)
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.xaxis.set_minor_formatter(NullFormatter())
         if metric in NON_NEGATIVE:
             axis.set_ylim(bottom=0)
         axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -290,10 +300,15 @@ def results_table(study: Study, lines: list[dict[str, Any]],
         values = [str(line[m]) for m in [*metrics, *EXTRA]]
         text.append(f"| {line['cell']}{flag} | {line['sampler']} | " + " | ".join(values) + " |")
     for cells, scores in floors:
-        values = [str(estimate(s.get(m, math.nan) for s in scores)) for m in metrics]
+        values = [str(floor_estimate(scores, m)) for m in metrics]
         text.append(f"| **floor**: real data of {', '.join(cells)} | – | "
                     + " | ".join(values) + " | – | – | – | – |")
     return text
+
+
+def floor_estimate(scores: list[dict[str, float]], metric: str) -> Estimate:
+    """A floor's estimate of ``metric`` over its seeds."""
+    return estimate(score.get(metric, math.nan) for score in scores)
 
 
 def write_report(study: Study, out: Path, report: Path, rows: list[dict[str, Any]],
@@ -306,8 +321,10 @@ def write_report(study: Study, out: Path, report: Path, rows: list[dict[str, Any
     lines = table(rows, spec.metrics)
     families, parameterizations = _recipe_types(study)
     plot_losses(study, out, parameterizations, report / "loss_curves.png")
-    plot_quality(lines, families, spec.plot_metric or spec.metrics[0],
-                 report / "quality_vs_nfe.png")
+    plotted = spec.plot_metric or spec.metrics[0]
+    floor_values = [e.mean for _, scores in floors
+                    if not math.isnan((e := floor_estimate(scores, plotted)).mean)]
+    plot_quality(lines, families, plotted, floor_values, report / "quality_vs_nfe.png")
     grids = []
     for cell in study.cells():
         grid = run_dir(out, cell, spec.seeds[0]) / "samples.png"
