@@ -63,8 +63,11 @@ def run_study(
     rows = runner.collect(study, out)
     fingerprints = {cell.name: {seed: runner.run_fingerprint(study, cell, seed)
                                 for seed in study.spec.study.seeds} for cell in study.cells()}
-    runs = {r["run"]: r["metrics"].get("train_seconds", 0.0) for r in rows}
-    compute = {"train": sum(runs.values()), "evaluate": sum(r["eval_seconds"] for r in rows)}
+    runs = {r["run"]: r for r in rows}
+    compute = {"train": sum(r["metrics"].get("train_seconds", 0.0) for r in runs.values()),
+               "evaluate": sum(r["eval_seconds"] for r in rows),
+               "cpu": sum(r["train_cpu_seconds"] for r in runs.values())
+               + sum(r["eval_cpu_seconds"] for r in rows)}
     return write_report(study, out, Path(report) if report is not None else out, rows,
                         runner.collect_floors(study, out), fingerprints, compute)
 

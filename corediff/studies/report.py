@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -345,10 +346,11 @@ def write_report(study: Study, out: Path, report: Path, rows: list[dict[str, Any
             f"{COPY_QUANTILE:.0%} by construction); `⚠ copies` marks samples of which more than "
             f"{MOSTLY_COPIES:.0%} are nearer a training image than {1 - COPY_QUANTILE:.0%} of "
             "held-out images are (never counted as quality).", "",
-            f"Regenerate with `corediff study {_shown(study.path)} --report {_shown(report)}`: "
-            f"training {compute['train'] / 60:.1f} min and evaluation "
-            f"{compute['evaluate'] / 60:.1f} min of wall time, summed over the runs, on the "
-            "machine that made this report (2-core CPU).", ""]
+            f"Regenerate with `corediff study {_shown(study.path)} --report {_shown(report)}`; "
+            f"on the machine that made this report ({os.cpu_count()} CPU cores) it took "
+            f"{_minutes(compute['cpu'])} of CPU time (training {compute['train'] / 60:.1f} min "
+            f"and evaluation {compute['evaluate'] / 60:.1f} min of wall time, summed over the "
+            "runs).", ""]
     if study.spec.questions:
         answers = [compare_groups(q, rows) for q in study.spec.questions]
         adjust(answers)
@@ -371,6 +373,10 @@ def write_report(study: Study, out: Path, report: Path, rows: list[dict[str, Any
     path = report / "RESULTS.md"
     path.write_text("\n".join(text), encoding="utf-8")
     return path
+
+
+def _minutes(seconds: float) -> str:
+    return "an unrecorded amount" if math.isnan(seconds) else f"{seconds / 60:.1f} min"
 
 
 def _count(study: Study) -> int:

@@ -134,7 +134,7 @@ def train_cell(study: Study, cell: Cell, seed: int, out: Path) -> Path:
     atomic_write_text(directory / "study.json", json.dumps({"fingerprint": current}) + "\n")
     recipe = cell_recipe(study, cell, seed)
     context = distributed.setup(recipe.run.device)
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), time.process_time()
     try:
         trainer = run_training(recipe, RunDir(directory), context,
                                resume=(directory / "recipe.toml").exists())
@@ -142,7 +142,7 @@ def train_cell(study: Study, cell: Cell, seed: int, out: Path) -> Path:
     finally:
         distributed.teardown(context)
     summary = {"fingerprint": current, "train_seconds": time.perf_counter() - clock,
-               "train_steps": trainer.step}
+               "train_cpu_seconds": time.process_time() - cpu, "train_steps": trainer.step}
     atomic_write_text(directory / "study.json", json.dumps(summary) + "\n")
     return directory
 
@@ -160,9 +160,10 @@ def evaluate_cell(study: Study, cell: Cell, seed: int, sampler: SamplerSpec, out
         return target
     if target.exists():
         set_aside(target, out, stored)
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), time.process_time()
     _, report = evaluate_checkpoint(directory, sampler.set, n=study.spec.study.n, seed=seed)
     report["eval_seconds"] = round(time.perf_counter() - clock, 2)
+    report["eval_cpu_seconds"] = round(time.process_time() - cpu, 2)
     atomic_write_text(target, json.dumps({"fingerprint": current, **report}, indent=1) + "\n")
     return target
 
@@ -238,6 +239,8 @@ def collect(study: Study, out: Path) -> list[dict[str, Any]]:
                              "metrics": metrics, "run": str(directory),
                              "fingerprint": train["fingerprint"],
                              "eval_seconds": float(report.get("eval_seconds", 0.0)),
+                             "eval_cpu_seconds": float(report.get("eval_cpu_seconds", "nan")),
+                             "train_cpu_seconds": float(train.get("train_cpu_seconds", "nan")),
                              "sampler_type": report.get("sampler", {}).get("type", "")})
     return rows
 
