@@ -241,10 +241,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse any argument holding a NUL character (no path or name may hold one)."""
+    from corediff.paths import check_text
+
+    for name, value in vars(args).items():
+        flag = "--set" if name == "overrides" else f"--{name.replace('_', '-')}"
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                check_text(flag, text)
+
+
+def os_error(exc: OSError) -> str:
+    """An operating-system error as one sentence naming its file(s)."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return f"the operating system refused: {reason}"
+    other = f" (or '{exc.filename2}')" if exc.filename2 is not None else ""
+    return f"'{exc.filename}'{other} cannot be used: {reason}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_arguments(args)
         return args.func(args)
     except CorediffError as exc:
         if args.traceback:
@@ -258,6 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a file or folder the command needed: one sentence naming it
+        if args.traceback:
+            traceback.print_exc()
+        print(f"corediff: error: {os_error(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

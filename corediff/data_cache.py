@@ -44,6 +44,8 @@ FORMAT = 1
 #: Default folder of caches, inside the images' root.
 FOLDER = ".corediff_cache"
 MANIFEST, INDEX, PIXELS = "manifest.json", "index.npy", "pixels.u8"
+#: What every manifest holds.
+KEYS = ("format", "settings", "count", "pixels_bytes", "sources_sha256")
 REBUILD = "rerun `corediff data prepare` with the same recipe to rebuild it"
 
 
@@ -153,12 +155,24 @@ def read(directory: str | Path) -> Cache:
     directory = Path(directory)
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
-        index = np.load(directory / INDEX)
+        if not isinstance(manifest, dict):
+            raise TypeError("manifest.json is not a JSON object")
+        missing = [key for key in KEYS if key not in manifest]
+        if missing:
+            raise KeyError(f"manifest.json lacks {', '.join(missing)}")
+        index = np.load(directory / INDEX, allow_pickle=False)
         size = (directory / PIXELS).stat().st_size
         channels = int(manifest["settings"]["channels"])
+        if index.dtype != np.int64 or index.ndim != 2 or index.shape[1:] != (3,):
+            raise ValueError(f"index.npy is {index.dtype} {index.shape}, not int64 [N, 3]")
+        if (index < 0).any() or ((index[:, 1] == 0) != (index[:, 2] == 0)).any():
+            raise ValueError("index.npy holds a negative offset or size, or an image of one "
+                             "empty side")
         ends = index[:, 0] + index[:, 1] * index[:, 2] * channels
-        ok = (manifest["format"] == FORMAT and index.shape == (manifest["count"], 3)
-              and size == manifest["pixels_bytes"] and (len(index) == 0 or ends.max() <= size))
+        ok = (manifest["format"] == FORMAT and type(manifest["count"]) is int
+              and index.shape == (manifest["count"], 3) and size == manifest["pixels_bytes"]
+              and isinstance(manifest["sources_sha256"], str)
+              and (len(index) == 0 or ends.max() <= size))
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise CorediffError(f"the image cache '{directory}' cannot be read ({exc}); "
                             f"{REBUILD}") from None

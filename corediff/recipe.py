@@ -10,6 +10,7 @@ at once, each naming the file, the table and key (``[diffusion.sampler] steps``)
 from __future__ import annotations
 
 import stat
+import sys
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -84,30 +85,61 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
         raise ConfigError(f"recipe file '{path}' not found") from None
     except OSError as exc:
         raise ConfigError(f"recipe file '{path}' cannot be read: {exc.strerror}") from None
+    except ValueError:  # a NUL character in the path
+        raise ConfigError(f"recipe file {str(path)!r}: its path {NUL}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = "\0"
     if "\0" in text:  # undecodable, or binary that happens to decode
         raise ConfigError(f"recipe file '{path}' is not UTF-8 text")
+    data = parse_toml(text, str(path))
+    return parse_recipe(apply_overrides(data, overrides), source=str(path))
+
+
+#: Deepest nesting of tables and arrays accepted in a TOML file.
+MAX_NESTING = 64
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """TOML text as data, or one :class:`ConfigError` naming ``source``: a syntax error,
+    nesting deeper than :data:`MAX_NESTING` (checked before anything recurses into the data;
+    tomllib itself recurses), an integer of more digits than Python converts (4300), or a
+    NUL character in a string (no path or name may hold one)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+        raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
     except RecursionError:
         data = None
-    # nesting is bounded before anything recurses into the data (tomllib itself recurses)
-    max_nesting, deepest, stack = 64, 0, [(data, 1)]
-    while stack and deepest <= max_nesting:
-        value, depth = stack.pop()
+    except ValueError:  # int() of a literal beyond sys.get_int_max_str_digits()
+        raise ConfigError(f"{source}: an integer has more than {sys.get_int_max_str_digits()} "
+                          "digits; no setting takes one that large") from None
+    deepest, nul = _walk(data)
+    if data is None or deepest > MAX_NESTING:
+        raise ConfigError(f"{source}: TOML syntax error: tables and arrays nested more than "
+                          f"{MAX_NESTING} levels deep")
+    if nul is not None:
+        raise ConfigError(f"{source}: {Problem(nul, NUL)}")
+    return data
+
+
+NUL = "contains a NUL character (U+0000), which no name or path may hold"
+
+
+def _walk(data: Any) -> tuple[int, tuple[str | int, ...] | None]:
+    """The nesting depth of ``data`` (counted up to just past :data:`MAX_NESTING`, without
+    recursion) and where its first string holding a NUL character is (None: nowhere)."""
+    deepest, stack, nul = 0, [(data, 1, ())], None
+    while stack and deepest <= MAX_NESTING:
+        value, depth, where = stack.pop()
         if isinstance(value, dict | list):
             deepest = max(deepest, depth)
-            stack.extend((item, depth + 1) for item in (
-                value.values() if isinstance(value, dict) else value))
-    if data is None or deepest > max_nesting:
-        raise ConfigError(f"{path}: TOML syntax error: tables and arrays nested more than "
-                          f"{max_nesting} levels deep")
-    return parse_recipe(apply_overrides(data, overrides), source=str(path))
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend((item, depth + 1, (*where, key)) for key, item in items)
+        elif isinstance(value, str) and "\0" in value and nul is None:
+            nul = where
+    return deepest, nul
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -132,6 +164,12 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             value = raw.strip()
         except RecursionError:
             raise ConfigError(f"--set '{key}=...': the value is nested too deeply") from None
+        except ValueError:  # an integer beyond sys.get_int_max_str_digits()
+            raise ConfigError(f"--set '{key}=...': an integer has more than "
+                              f"{sys.get_int_max_str_digits()} digits; no setting takes one "
+                              "that large") from None
+        if _walk(value)[1] is not None or "\0" in key:
+            raise ConfigError(f"--set '{key}': {NUL}")
         table = data
         for depth, part in enumerate(parts[:-1]):
             table = table.setdefault(part, {})
@@ -158,6 +196,10 @@ def _retype(table: dict[str, Any], kind: str, new_type: Any) -> None:
 
 def parse_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
     """Validate a recipe given as nested dicts (as read from TOML)."""
+    deepest, nul = _walk(dict(data))
+    if deepest > MAX_NESTING or nul is not None:
+        raise recipe_error(source, [Problem(nul, NUL) if nul is not None else
+                                    f"tables and arrays nested more than {MAX_NESTING} deep"])
     data = upgrade_recipe_data(_deep_copy(dict(data)))
     problems: list[Problem] = []
     classes: dict[tuple[str, ...], type] = {}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 
 from corediff.config import BatchSize, Seed, StrictModel
-from corediff.limits import MAX_SAMPLES, MAX_TRAIN_STEPS
+from corediff.limits import MAX_GIB, MAX_MINUTES, MAX_SAMPLES, MAX_TRAIN_STEPS
 
 #: A plain run name: no path separators, no '..', not empty, at most 100 characters.
 RUN_NAME = r"^[A-Za-z0-9._-]{1,100}$"
@@ -17,14 +17,14 @@ class TrainConfig(StrictModel):
     """[train]: optimisation, EMA, precision and checkpointing."""
 
     steps: int = Field(1000, gt=0, le=MAX_TRAIN_STEPS, description="Optimiser steps to train for.")
-    max_minutes: PositiveFloat | None = Field(
+    max_minutes: Annotated[float, Field(gt=0, le=MAX_MINUTES)] | None = Field(
         None, description="Wall-clock budget of training in minutes, over every session of a "
         "resumed run (None: none): training stops at the first step past it, saves 'last' and "
         "records the steps done; the LR schedule still spans train.steps.",
     )
     batch_size: BatchSize = Field(64, description="Images per step (per process under DDP).")
     grad_accum: PositiveInt = Field(1, description="Micro-batches accumulated per optimiser step.")
-    lr: PositiveFloat = Field(2e-4, description="Peak learning rate (AdamW).")
+    lr: float = Field(2e-4, gt=0, le=1, description="Peak learning rate (AdamW), at most 1.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     warmup_steps: int = Field(100, ge=0, description="Linear LR warm-up steps, then cosine decay.")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final LR as a fraction of lr.")
@@ -49,10 +49,10 @@ class TrainConfig(StrictModel):
         "memory up to factor_cache_host_gib; 'device' / 'host' there up to its budget (images "
         "beyond it are decomposed at every step); 'off' decomposes every step.",
     )
-    factor_cache_device_gib: PositiveFloat = Field(
-        4.0, description="Device memory the factor cache may use, GiB.")
-    factor_cache_host_gib: PositiveFloat = Field(
-        16.0, description="Host memory the factor cache may use, GiB.")
+    factor_cache_device_gib: float = Field(
+        4.0, gt=0, le=MAX_GIB, description="Device memory the factor cache may use, GiB.")
+    factor_cache_host_gib: float = Field(
+        16.0, gt=0, le=MAX_GIB, description="Host memory the factor cache may use, GiB.")
     factor_dtype: Literal["float32", "float16"] = Field(
         "float32", description="Storage dtype of cached factors (float16: half the memory, "
         "reconstruction RMS error 2e-4, at most 1.1e-3; computed in float32 either way).",

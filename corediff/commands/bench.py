@@ -17,9 +17,11 @@ from typing import Any
 def main(args: argparse.Namespace) -> int:
     from corediff import bench
     from corediff.engine.distributed import resolve_device
+    from corediff.paths import check_folder
 
-    device = resolve_device(args.device)
     out = Path(args.out)
+    check_folder("--out", out)
+    device = resolve_device(args.device)
     out.mkdir(parents=True, exist_ok=True)
 
     def progress(name: str, entry: dict[str, Any]) -> None:

@@ -26,6 +26,9 @@ def prepare(args: argparse.Namespace) -> int:
         raise CorediffError(f"dataset '{name}' has nothing to prepare (it reads no files)")
     cache = data_cache.read(directory)
     unreadable = int((cache.index[:, 1] == 0).sum())
+    if unreadable == len(cache):
+        raise CorediffError(f"none of the {len(cache)} images of the recipe's data can be "
+                            "read (see the warnings above); the cache records them unreadable")
     print(f"{len(cache)} images ({cache.manifest['pixels_bytes'] / 2**20:.1f} MiB, "
           f"{unreadable} unreadable) cached in {directory} "
           f"({time.perf_counter() - start:.1f} s)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from corediff.paths import check_file
 from corediff.recipe import load_recipe, recipe_json_schema, recipe_to_toml
 
 
@@ -21,6 +22,8 @@ def show(args: argparse.Namespace) -> int:
 
 
 def schema(args: argparse.Namespace) -> int:
+    if args.out:
+        check_file("--out", args.out)
     text = json.dumps(recipe_json_schema(), indent=2)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:

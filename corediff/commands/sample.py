@@ -13,6 +13,7 @@ from corediff.engine.images import load_images
 from corediff.engine.loading import load_model, open_checkpoint
 from corediff.engine.sampling import grid_columns, save_grid, save_individual, save_trajectory
 from corediff.errors import ConfigError
+from corediff.paths import check_file, check_folder
 from corediff.pipeline import Pipeline
 
 
@@ -22,14 +23,20 @@ def main(args: argparse.Namespace) -> int:
     cfg = pipeline.recipe.sample
     n = args.n if args.n is not None else cfg.n
     seed = args.seed if args.seed is not None else cfg.seed
-    model = load_model(loaded, cfg.use_ema)
     if args.restore:
-        return _restore(pipeline, model, args, loaded.run_root, n=n, seed=seed)
-    batches = -(-n // cfg.batch_size)
-    total = batches * pipeline.sampler.nfe(pipeline.prior.start_step())
+        return _restore(pipeline, load_model(loaded, cfg.use_ema), args, loaded.run_root,
+                        n=n, seed=seed)
     stem = f"{pipeline.recipe.diffusion.sampler.type}_seed{seed}"
     out = Path(args.out) if args.out else loaded.run_root / "generated" / (
         stem if args.individual else f"{stem}.png")
+    flag = "--out" if args.out else "the output"
+    if args.individual:
+        check_folder(flag, out)
+    else:
+        check_file(flag, out)
+    model = load_model(loaded, cfg.use_ema)
+    batches = -(-n // cfg.batch_size)
+    total = batches * pipeline.sampler.nfe(pipeline.prior.start_step())
     kept, steps, written = [], [], 0
     with tqdm(total=total, unit="nfe", desc="sampling", dynamic_ncols=True) as bar:
         for batch in pipeline.generate_batches(
@@ -60,10 +67,11 @@ def _restore(pipeline: Pipeline, model: torch.nn.Module, args: argparse.Namespac
         raise ConfigError(
             f"--restore-step must be in 1..{pipeline.degradation.steps} (got {start})"
         )
-    restored = pipeline.restore(x0, start, seed=seed, model=model)
-    rows = torch.stack([x0, *(image.cpu() for image in restored)], 1).flatten(0, 1)
     out = Path(args.out) if args.out else run_root / "generated" / (
         f"restored_{pipeline.recipe.diffusion.sampler.type}_t{start}.png")
+    check_file("--out" if args.out else "the output", out)
+    restored = pipeline.restore(x0, start, seed=seed, model=model)
+    rows = torch.stack([x0, *(image.cpu() for image in restored)], 1).flatten(0, 1)
     save_grid(rows, out, nrow=4)
     print(f"restoration (columns: original, D(x0, {start}), direct x̂0, sampled): {out}")
     return 0

@@ -8,12 +8,15 @@ from pathlib import Path
 from corediff.engine import distributed
 from corediff.engine.rundir import RunDir
 from corediff.engine.trainer import run_training
+from corediff.paths import check_folder
 from corediff.recipe import load_recipe
 
 
 def _train(args: argparse.Namespace, *, then_sample: bool) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
-    run_dir = RunDir(args.run_dir or Path(recipe.run.root) / recipe.run.name)
+    root = Path(args.run_dir or Path(recipe.run.root) / recipe.run.name)
+    check_folder("--run-dir" if args.run_dir else "the run folder (run.root/run.name)", root)
+    run_dir = RunDir(root)
     context = distributed.setup(recipe.run.device)
     try:
         trainer = run_training(recipe, run_dir, context, resume=args.resume,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from corediff.errors import ConfigError
+from corediff.limits import MAX_ASPECT_RATIO
 
 if TYPE_CHECKING:
     from corediff.builder import DataSpec
@@ -33,6 +34,7 @@ def load_image(path: Path, size: int | None, channels: int, *, flag: str) -> tor
             # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: refuse both
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                check_aspect(image.size, f"{flag} '{path}'")
                 image = image.convert("L" if channels == 1 else "RGB")
                 if size is not None:
                     image = image.resize((size, size), Image.Resampling.BICUBIC)
@@ -45,6 +47,16 @@ def load_image(path: Path, size: int | None, channels: int, *, flag: str) -> tor
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ConfigError(f"{flag} '{path}' cannot be read as an image: {exc}") from None
+
+
+def check_aspect(size: tuple[int, int], what: str) -> None:
+    """Refuse, before decoding, an image whose sides differ more than
+    :data:`~corediff.limits.MAX_ASPECT_RATIO` times (a 1×100000 strip resized to a square
+    side would need gigabytes)."""
+    short, long = sorted(size)
+    if short == 0 or long > MAX_ASPECT_RATIO * short:
+        raise ConfigError(f"{what} is refused: its aspect ratio {size[0]}×{size[1]} is beyond "
+                          f"1:{MAX_ASPECT_RATIO}")
 
 
 def _check_regular(path: Path, flag: str) -> None:

@@ -89,7 +89,13 @@ def load_model(loaded: LoadedCheckpoint, use_ema: bool) -> nn.Module:
     """The pipeline's network with the checkpoint's EMA (or raw) weights, on the recipe's
     device, in eval mode."""
     model = loaded.pipeline.model
-    checkpoint.load_weights(model, loaded.path, "ema" if use_ema else "model")
+    which = "ema" if use_ema else "model"
+    checkpoint.load_weights(model, loaded.path, which)
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise TrainingError(f"checkpoint '{loaded.path}': {which}.safetensors holds "
+                                f"weights that are not finite (NaN or infinity) in '{name}'; "
+                                "sample from another checkpoint (e.g. --checkpoint best)")
     return model.to(resolve_device(loaded.pipeline.recipe.run.device)).eval()
 
 

@@ -42,7 +42,8 @@ class ArrayRef(BaseModel):
     dtype: StrictStr
 
 
-class DataSpecState(_Open):
+class DataSpecState(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # every field becomes an argument of DataSpec
     channels: Positive
     image_size: Positive
     num_classes: Positive | None

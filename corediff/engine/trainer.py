@@ -23,7 +23,6 @@ import random
 import signal
 import sys
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,8 +53,9 @@ from corediff.engine.sampling import grid_columns, save_grid
 from corediff.engine.signals import GracefulStop, ignore_in_worker
 from corediff.errors import Interrupted, TrainingError
 from corediff.noise import rand
+from corediff.paths import check_writable
 from corediff.pipeline import Pipeline
-from corediff.recipe import Recipe, parse_recipe, recipe_to_dict, recipe_to_toml
+from corediff.recipe import Recipe, parse_recipe, parse_toml, recipe_to_dict, recipe_to_toml
 
 FIT_IMAGES = 512
 #: Offset of run.seed for the validation generator, away from the training streams (seed +
@@ -263,13 +263,17 @@ class Trainer:
             "extra": {k: c.extra_state() for k, c in self.pipeline.components().items()},
         }
 
-    def load(self, path: Path) -> None:
+    def load(self, path: Path, stored: dict[str, Any] | None = None) -> None:
+        """Continue from the checkpoint at ``path``; ``stored``: the recipe it was trained
+        with (:func:`_stored_recipe`), whose component types say which stored component
+        states still apply (a type changed with ``--force`` starts afresh)."""
         state = checkpoint.load_state(path)
         checkpoint.load_weights(self.model, path, "model")
         checkpoint.load_weights(self.ema.module, path, "ema")
         optimizer = state["optimizer"]
         optimizer["state"] = {int(k): v for k, v in optimizer["state"].items()}
         self.optimizer.load_state_dict(optimizer)
+        self._check_optimizer(path)
         self.lr_scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
         self.apply_lr()
         self.scaler.load_state_dict(state["scaler"])
@@ -278,12 +282,15 @@ class Trainer:
             torch.set_rng_state(state["ranks"][self.context.rank]["torch"])
         else:  # resumed on another number of processes: fresh per-rank streams
             self.generator.manual_seed(self.recipe.run.seed + 1000 * self.context.rank + self.step)
-        for kind, extra in state["extra"].items():
-            self.pipeline.components()[kind].load_extra_state(extra)
+        self._load_extra(path, state["extra"], (stored or {}).get("diffusion", {}))
         rng = state["rng"]
-        np.random.set_state(tuple(rng["numpy"]))
-        version, internal, gauss = rng["python"]
-        random.setstate((version, tuple(internal), gauss))
+        try:
+            np.random.set_state(tuple(rng["numpy"]))
+            version, internal, gauss = rng["python"]
+            random.setstate((version, tuple(internal), gauss))
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise TrainingError(f"checkpoint '{path}': state.json rng cannot be restored: "
+                                f"{exc}") from None
         if torch.cuda.is_available():  # as many devices as both machines have
             for index, cuda_state in enumerate(rng["cuda"][:torch.cuda.device_count()]):
                 torch.cuda.set_rng_state(cuda_state, index)
@@ -291,6 +298,31 @@ class Trainer:
         self.seconds = state.get("train_seconds", 0.0)
         self.pending = [tuple(p) for p in state["pending"]]
         self.val_history = [(step, loss) for step, loss in state.get("val_history", [])]
+
+    def _check_optimizer(self, path: Path) -> None:
+        """Refuse optimizer state whose tensors do not fit the parameters they belong to."""
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                for name, value in self.optimizer.state.get(param, {}).items():
+                    if torch.is_tensor(value) and value.dim() and value.shape != param.shape:
+                        raise TrainingError(
+                            f"checkpoint '{path}': state.safetensors holds optimizer state "
+                            f"'{name}' of shape {tuple(value.shape)} for a parameter of "
+                            f"shape {tuple(param.shape)}")
+
+    def _load_extra(self, path: Path, extra: dict[str, Any], stored: dict[str, Any]) -> None:
+        """Restore each component's stored state, when its type is the stored one."""
+        for kind, component in self.pipeline.components().items():
+            if kind not in extra or stored.get(kind, {}).get(
+                    "type", component.config.type) != component.config.type:
+                continue
+            try:
+                component.load_extra_state(extra[kind])
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+                raise TrainingError(
+                    f"checkpoint '{path}': the stored state of its {kind} "
+                    f"'{component.config.type}' cannot be restored: "
+                    f"{' '.join(str(exc).split())[:300]}") from None
 
     def apply_lr(self) -> None:
         """Make the recipe's lr and its schedule the ones in force (a resumed run may change
@@ -563,6 +595,7 @@ def run_training(
     """
     if context.is_main:
         check_location(run)
+        check_writable(run.root, ("recipe.toml", "metrics.csv", "resume_log.jsonl", ".lock"))
     with RunLock(run) if context.is_main else contextlib.nullcontext():
         found = _prepare(run, context, resume=resume, overwrite=overwrite)
         if isinstance(recipe, Pipeline):
@@ -575,7 +608,7 @@ def run_training(
         if found is not None:
             stored = _stored_recipe(found)
             changed = check_resume(stored, recipe_to_dict(recipe), force=force, where=str(found))
-            trainer.load(found)
+            trainer.load(found, stored)
             if context.is_main and changed:
                 log_resume(run, trainer.step, changed, force)
                 checkpoint.atomic_write_text(run.recipe, recipe_to_toml(recipe))
@@ -611,7 +644,7 @@ def _stored_recipe(path: Path) -> dict[str, Any]:
     in, corediff 0.1 keys upgraded), as plain data."""
     source = path / "recipe.toml"
     try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = parse_toml(source.read_text(encoding="utf-8"), str(source))
+    except (OSError, UnicodeDecodeError) as exc:
         raise TrainingError(f"checkpoint '{path}': its recipe.toml is unreadable: {exc}") from None
     return recipe_to_dict(parse_recipe(data, source=str(source)))

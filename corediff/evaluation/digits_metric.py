@@ -129,6 +129,9 @@ def load_classifier() -> DigitsClassifier:
         model = DigitsClassifier()
         load_model(model, str(path))
         return model.eval()
+    from corediff.paths import check_folder
+
+    check_folder("the digits classifier's cache ($COREDIFF_CACHE)", path.parent)
     with torch.enable_grad(), torch.random.fork_rng():
         model = train_classifier()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -52,7 +51,7 @@ from corediff.config import Seed, StrictModel
 from corediff.errors import ConfigError, did_you_mean
 from corediff.evaluation.names import METRICS
 from corediff.limits import MAX_SAMPLES
-from corediff.recipe import Problem, _problems
+from corediff.recipe import Problem, _problems, parse_toml
 
 #: A plain name: a cell, sampler, axis or level (they name folders of the study).
 PLAIN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,59}$"
@@ -61,7 +60,9 @@ PLAIN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,59}$"
 class StudySection(StrictModel):
     """[study]: what is compared, how often, and measured how."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,100}$", description="Study name (plain).")
+    name: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$",
+                      description="Study name (plain: letters, digits, '.', '_', '-', not "
+                      "starting with '.'; it names the study's folder).")
     description: str = Field("", description="One paragraph for RESULTS.md.")
     recipe: str = Field(description="Base recipe, relative to the study file.")
     seeds: list[Seed] = Field([0, 1, 2], min_length=1, description="run.seed of each repeat.")
@@ -268,10 +269,7 @@ def load_study(path: str | Path) -> Study:
         raise ConfigError(f"study file '{path}' cannot be read: {exc}") from None
     if text is None:
         raise ConfigError(f"study file '{path}' not found (or not a regular file)")
-    try:
-        data = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    data = parse_toml(text, str(path))
     try:
         spec = StudyFile.model_validate(data)
     except ValidationError as exc:

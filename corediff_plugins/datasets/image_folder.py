@@ -33,6 +33,7 @@ from corediff import data_cache
 from corediff.config import ComponentConfig, ImageSize
 from corediff.errors import CorediffError
 from corediff.interfaces import Dataset, DataSpec
+from corediff.limits import MAX_ASPECT_RATIO
 from corediff_plugins.datasets.images import (
     array_to_tensor,
     crop_offset,
@@ -178,6 +179,10 @@ class ImageFolderDataset(Dataset):
                 # a decompression bomb (more than Image.MAX_IMAGE_PIXELS) is refused undecoded
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(self.paths[index]) as image:
+                    short, long = sorted(image.size)
+                    if long > MAX_ASPECT_RATIO * short:  # resizing it would need gigabytes
+                        raise ValueError(f"its aspect ratio {image.width}×{image.height} is "
+                                         f"beyond 1:{MAX_ASPECT_RATIO}")
                     if self.config.draft:
                         draft_jpeg(image, mode, self.image_size)
                     return image.convert(mode)
