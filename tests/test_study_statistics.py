@@ -63,17 +63,18 @@ def test_holm_by_hand():
     assert holm([0.2, 0.9]) == pytest.approx([0.4, 0.9])
 
 
-def _rows(values: dict[str, list[float]], copy_share: dict[str, float] | None = None):
+def _rows(values: dict[str, list[float]], copy_share: dict[str, float] | None = None,
+          metric: str = "digits.fd"):
     return [{"labels": {"cell": cell, "sampler": "s"}, "seed": seed,
-             "metrics": {"digits.fd": v, "memorization.copy_share":
+             "metrics": {metric: v, "memorization.copy_share":
                          (copy_share or {}).get(cell, 0.0)}}
             for cell, vs in values.items() for seed, v in enumerate(vs)]
 
 
-def _answer(values, copy_share=None, better="lower"):
-    question = Question(text="q", metric="digits.fd", better=better,
+def _answer(values, copy_share=None, better="lower", metric="digits.fd"):
+    question = Question(text="q", metric=metric, better=better,
                         compare=[f"cell={c},sampler=s" for c in values])
-    answer = compare_groups(question, _rows(values, copy_share))
+    answer = compare_groups(question, _rows(values, copy_share, metric))
     adjust([answer])
     return answer, describe(answer)
 
@@ -94,11 +95,21 @@ def test_best_is_not_named_when_a_group_is_not_separated():
     assert "cell=c,sampler=s separated (worse)" in text
 
 
-def test_copies_are_flagged_and_never_best():
-    answer, text = _answer({"a": [5.0, 6.0, 5.5], "b": [20.0, 21.0, 22.0]},
-                           copy_share={"a": 0.99})
-    assert answer.best.selector == "cell=b,sampler=s"
-    assert "cell=a,sampler=s: 5.500 ± 1.242 (seeds [0, 1, 2]) ⚠ mostly copies" in text
+def test_copies_are_flagged_and_not_counted_as_generation_quality():
+    values = {"a": [5.0, 6.0, 5.5], "b": [20.0, 21.0, 22.0], "c": [30.0, 33.0, 31.0]}
+    answer, text = _answer(values, copy_share={"a": 0.99})
+    assert answer.best.selector == "cell=b,sampler=s" and list(answer.differences) == [
+        "cell=c,sampler=s"]  # a is neither best nor compared
+    assert ("cell=a,sampler=s: 5.500 ± 1.242 (seeds [0, 1, 2]) ⚠ mostly copies of training "
+            "images (99%), not counted") in text
+
+
+def test_copies_still_count_on_restoration_metrics():
+    # restoration scores held-out images, not generated ones: flagged, but counted
+    answer, text = _answer({"a": [30.0, 31.0, 30.5], "b": [20.0, 21.0, 22.0]},
+                           copy_share={"a": 0.99}, better="higher",
+                           metric="restoration.sampled.psnr")
+    assert answer.best.selector == "cell=a,sampler=s" and "not counted" not in text
 
 
 def test_one_seed_gives_no_verdict():

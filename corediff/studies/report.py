@@ -8,8 +8,8 @@ Values are mean ± Student-t 95 % half-width over seeds. A question's groups are
 the best by :mod:`corediff.studies.statistics` (paired over shared seeds, Holm-adjusted across
 the study); "Best" is named only when every other group is separated from it. A group whose
 samples are mostly copies of training images (``memorization.copy_share`` above
-:data:`corediff.evaluation.memorization.MOSTLY_COPIES`) is flagged and never named best on a
-quality metric.
+:data:`corediff.evaluation.memorization.MOSTLY_COPIES`) is flagged, and on a generation-quality
+metric (:data:`GENERATION`) it is not counted: it is neither named best nor compared.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from corediff.studies.runner import cell_recipe, run_dir
 from corediff.studies.statistics import ALPHA, Difference, Estimate, compare, estimate, holm
 
 COPIES = "memorization.copy_share"
+#: Metric families that score generated samples as images of the data (copies do not count).
+GENERATION = ("digits.", "inception.")
 #: Columns every table shows after the study's metrics.
 EXTRA = ("nfe", "train_steps", "train_seconds", "sampling_seconds")
 
@@ -91,16 +93,20 @@ def group(question: Question, selector: str, rows: list[dict[str, Any]]) -> Grou
 
 
 def compare_groups(question: Question, rows: list[dict[str, Any]]) -> Answer:
-    """Every group against the best (by mean, among groups that are not mostly copies when
-    the metric measures quality)."""
+    """Every counted group against the best (by mean); on a generation-quality metric a group
+    whose samples are mostly copies is not counted."""
     groups = [group(question, selector, rows) for selector in question.compare]
     sign = 1 if question.better == "lower" else -1
-    quality = not question.metric.startswith("memorization.")
-    candidates = [g for g in groups if g.values and not (quality and copies(g.copy_share))]
-    best = min(candidates, key=lambda g: sign * g.estimate.mean) if candidates else None
+    counted = [g for g in groups if g.values and not excluded(question, g)]
+    best = min(counted, key=lambda g: sign * g.estimate.mean) if counted else None
     differences = {} if best is None else {
-        g.selector: compare(best.values, g.values) for g in groups if g is not best and g.values}
+        g.selector: compare(best.values, g.values) for g in counted if g is not best}
     return Answer(question, groups, best, differences, {})
+
+
+def excluded(question: Question, g: Group) -> bool:
+    """Whether a group is not counted: mostly copies, on a generation-quality metric."""
+    return question.metric.startswith(GENERATION) and copies(g.copy_share)
 
 
 def adjust(answers: list[Answer]) -> None:
@@ -118,6 +124,8 @@ def describe(answer: Answer) -> str:
     for g in answer.groups:
         flag = (f" ⚠ mostly copies of training images ({g.copy_share.mean:.0%})"
                 if copies(g.copy_share) else "")
+        if excluded(q, g):
+            flag += ", not counted"
         shown.append(f"{g.selector}: {g.estimate} (seeds {sorted(g.values)}){flag}")
     text = "; ".join(shown) + "."
     if answer.best is None or not answer.differences:
@@ -302,6 +310,8 @@ def results_table(study: Study, lines: list[dict[str, Any]],
         text.append(f"| {line['cell']}{flag} | {line['sampler']} | " + " | ".join(values) + " |")
     for cells, scores in floors:
         values = [str(floor_estimate(scores, m)) for m in metrics]
+        if all(value == "–" for value in values):
+            continue  # none of the table's metrics applies to real data of these cells
         text.append(f"| **floor**: real data of {', '.join(cells)} | – | "
                     + " | ".join(values) + " | – | – | – | – |")
     return text
