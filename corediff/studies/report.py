@@ -203,7 +203,9 @@ def plot_quality(lines: list[dict[str, Any]], families: dict[str, str], metric: 
     plt = _pyplot()
     names = sorted(set(families.values()))
     figure, axes = plt.subplots(len(names), 1, figsize=(9, 3.4 * len(names)), squeeze=False)
+    markers = dict(zip(families, "osD^vPX<>*" * len(families), strict=False))
     for axis, family in zip(axes[:, 0], names, strict=True):
+        axis.set_prop_cycle(color=plt.cm.tab20.colors)  # 20 distinct colours, then markers
         for (cell, name), members in series(lines).items():
             if families.get(cell) != family:
                 continue
@@ -212,7 +214,7 @@ def plot_quality(lines: list[dict[str, Any]], families: dict[str, str], metric: 
                 continue
             x = [nfe for nfe, _ in points]
             y = [e.mean for _, e in points]
-            drawn = axis.plot(x, y, marker="o", label=f"{cell} / {name}")[0]
+            drawn = axis.plot(x, y, marker=markers[cell], label=f"{cell} / {name}")[0]
             low = [e.low if not math.isnan(e.half_width) else e.mean for _, e in points]
             high = [e.high if not math.isnan(e.half_width) else e.mean for _, e in points]
             if len(points) > 1:
@@ -229,7 +231,11 @@ def plot_quality(lines: list[dict[str, Any]], families: dict[str, str], metric: 
         axis.set_xticks(ticks)
         axis.xaxis.set_major_formatter(ScalarFormatter())
         axis.xaxis.set_minor_formatter(NullFormatter())
-        if metric in NON_NEGATIVE:
+        shown = [m[metric].mean for m in lines if families.get(m["cell"]) == family
+                 and m[metric].mean > 0]
+        if metric in NON_NEGATIVE and shown and max(shown) > 20 * min(shown):
+            axis.set_yscale("log")  # values over decades: log, never below zero either
+        elif metric in NON_NEGATIVE:
             axis.set_ylim(bottom=0)
         axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
