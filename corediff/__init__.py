@@ -33,6 +33,8 @@ _API = {
     "CorediffError": "corediff.errors",
     "ConfigError": "corediff.errors",
     "PluginError": "corediff.errors",
+    "ArgumentError": "corediff.errors",
+    "ArgumentTypeError": "corediff.errors",
     "ComponentConfig": "corediff.config",
 }
 

@@ -13,7 +13,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from corediff.errors import ArgumentError, ArgumentTypeError
 from corediff.pipeline import Pipeline
+
+
+def check_path(name: str, value: object) -> None:
+    """``value`` must be a str or Path without a NUL character."""
+    if not isinstance(value, str | Path):
+        raise ArgumentTypeError(f"{name} must be a path (str or pathlib.Path), not "
+                                f"{type(value).__name__}")
+    if "\0" in str(value):
+        raise ArgumentError(f"{name} {str(value)!r} contains a NUL character (U+0000), which "
+                            "no path may hold")
 
 
 def train(
@@ -33,8 +44,15 @@ def train(
     from corediff.engine import distributed
     from corediff.engine.rundir import RunDir
     from corediff.engine.trainer import run_training
-    from corediff.recipe import load_recipe
+    from corediff.recipe import Recipe, load_recipe
 
+    if not isinstance(recipe, str | Path | Recipe | Pipeline):
+        raise ArgumentTypeError(f"recipe must be a path to a TOML recipe, a Recipe or a "
+                                f"Pipeline, not {type(recipe).__name__}")
+    if isinstance(recipe, str | Path):
+        check_path("recipe", recipe)
+    if run_dir is not None:
+        check_path("run_dir", run_dir)
     if isinstance(recipe, str | Path):
         recipe = load_recipe(recipe, overrides)
     settings = recipe.recipe if isinstance(recipe, Pipeline) else recipe
@@ -58,6 +76,11 @@ def load(
     the recipe's device, in eval mode."""
     from corediff.engine.loading import load_model, open_checkpoint
 
+    check_path("source", source)
+    if which not in ("best", "last"):
+        raise ArgumentError(f"which must be 'best' or 'last', not {which!r}")
+    if isinstance(overrides, str):
+        raise ArgumentTypeError("overrides must be a list of 'KEY=VALUE' strings, not one string")
     loaded = open_checkpoint(source, which, overrides)
     ema = loaded.pipeline.recipe.sample.use_ema if use_ema is None else use_ema
     load_model(loaded, ema)

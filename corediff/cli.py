@@ -4,7 +4,8 @@ Each command is implemented in its own module of :mod:`corediff.commands`, impor
 the command runs: heavy modules (torch, plugins) are imported only by the command that needs
 them, so ``--help`` and ``plugins list`` start fast. Every user error is a
 :class:`~corediff.errors.CorediffError`: printed as one block, exit code 2, no traceback
-unless ``--traceback``.
+unless ``--traceback``; so is an operating-system error on a file the command needed (named
+in one sentence), and an argument holding a NUL character is refused before any work.
 """
 
 from __future__ import annotations

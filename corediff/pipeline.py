@@ -22,7 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from corediff.denoiser import Denoiser
-from corediff.errors import ConfigError
+from corediff.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    check_integer,
+    did_you_mean,
+)
 from corediff.interfaces import (
     Dataset,
     DataSpec,
@@ -39,6 +44,7 @@ from corediff.interfaces import (
     steps_like,
 )
 from corediff.kinds import DIFFUSION_KINDS
+from corediff.limits import MAX_BATCH, MAX_SAMPLES, MAX_SEED, MAX_STEPS
 
 
 @dataclass
@@ -110,15 +116,35 @@ class Pipeline:
         """The n samples' class labels on the model's device (None: unconditional data)."""
         num_classes = self.data_spec.num_classes
         if isinstance(labels, Tensor):
-            return labels.to(self.device, torch.long)
+            return self._label_tensor(labels, n).to(self.device, torch.long)
+        if labels is not None and (isinstance(labels, bool) or not isinstance(labels, int)):
+            raise ArgumentTypeError(f"labels must be None, an int or a LongTensor [n], not "
+                                    f"{type(labels).__name__}")
         if labels is not None and not 0 <= labels < (num_classes or 0):
             classes = f"0..{num_classes - 1}" if num_classes else "none: the data has no classes"
-            raise ConfigError(f"[sample] label = {labels} is not a class of the data ({classes})")
+            raise ArgumentError(f"[sample] label = {labels} is not a class of the data "
+                                f"({classes})")
         if num_classes is None:
             return None
         if labels is not None:
             return torch.full((n,), labels, dtype=torch.long, device=self.device)
         return torch.arange(n, device=self.device) % num_classes
+
+    def _label_tensor(self, labels: Tensor, n: int) -> Tensor:
+        """``labels`` checked: an integer tensor [n] of classes or the null label."""
+        num_classes = self.data_spec.num_classes
+        if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+            raise ArgumentTypeError(f"labels must be an integer tensor, not {labels.dtype}")
+        if tuple(labels.shape) != (n,):
+            raise ArgumentError(f"labels must have shape [{n}] (one per image), not "
+                                f"{list(labels.shape)}")
+        if num_classes is None:
+            raise ArgumentError("labels must be None: the data has no classes")
+        if n and not bool(((labels >= 0) & (labels <= num_classes)).all()):
+            raise ArgumentError(f"labels must be classes 0..{num_classes - 1} or the null label "
+                                f"{num_classes}; got values {int(labels.min())}.."
+                                f"{int(labels.max())}")
+        return labels
 
     def denoiser(self, labels: Tensor | None, model: Any = None) -> Denoiser:
         """The sampler's view of ``model`` (default: the pipeline's) for these labels."""
@@ -140,6 +166,7 @@ class Pipeline:
     def generate(self, n: int, **options: Any) -> Generated:
         """n samples from the prior through the sampler (see the module docstring), gathered
         on the CPU; options as :meth:`generate_batches`."""
+        check_options(self.generate_batches, options)
         batches = list(self.generate_batches(n, **options))
         return Generated(torch.cat([batch.images for batch in batches]),
                          batches[0].trajectory, batches[0].nfe)
@@ -161,7 +188,14 @@ class Pipeline:
         network (e.g. EMA weights); ``callback(i, n)`` is called after each sampling step of
         each batch (a progress bar). The first batch carries the trajectory when asked for.
         """
+        check_integer("n", n, 1, MAX_SAMPLES)
+        check_integer("seed", seed, 0, MAX_SEED)
+        if batch_size is not None:
+            check_integer("batch_size", batch_size, 1, MAX_BATCH)
+        if precision not in (None, "fp32", "tf32", "bf16"):
+            raise ArgumentError(f"precision must be 'fp32', 'tf32' or 'bf16', not {precision!r}")
         if steps is not None:
+            check_integer("steps", steps, 1, MAX_STEPS)
             yield from self.with_sampler(steps=steps).generate_batches(
                 n, labels=labels, seed=seed, generator=generator, batch_size=batch_size,
                 trajectory=trajectory, model=model, callback=callback, precision=precision,
@@ -193,7 +227,20 @@ class Pipeline:
 
     def sample(self, n: int, **options: Any) -> Tensor:
         """n images [n, C, H, W] in [-1, 1] on the CPU; options as :meth:`generate`."""
+        check_options(self.generate_batches, options)
         return self.generate(n, **options).images
+
+    def _check_images(self, images: object) -> None:
+        """``images`` must be a float tensor [B, C, H, W] of the data's channels and size."""
+        spec = self.data_spec
+        expected = f"[B, {spec.channels}, {spec.image_size}, {spec.image_size}]"
+        if not isinstance(images, Tensor) or not images.dtype.is_floating_point:
+            what = images.dtype if isinstance(images, Tensor) else type(images).__name__
+            raise ArgumentTypeError(f"images must be a float tensor {expected}, not {what}")
+        if images.dim() != 4 or tuple(images.shape[1:]) != (
+                spec.channels, spec.image_size, spec.image_size) or not len(images):
+            raise ArgumentError(f"images must have shape {expected} with B >= 1 (the data's "
+                                f"channels and size), not {list(images.shape)}")
 
     @torch.no_grad()
     def restore(
@@ -205,11 +252,18 @@ class Pipeline:
         sampler back. Returns (degraded, direct x̂0, sample) on the model's device. Without
         ``labels`` the network is called unconditionally (the null label). ``model`` may be
         any callable ``model(x_t, t, y)`` (e.g. an oracle in tests)."""
+        self._check_images(images)
+        check_integer("seed", seed, 0, MAX_SEED)
+        if labels is not None:
+            labels = self._label_tensor(labels, len(images)) if isinstance(
+                labels, Tensor) else self.labels(len(images), labels)
         start = self.prior.start_step() if t is None else t
         t_max = self.degradation.t_max
+        if isinstance(start, bool) or not isinstance(start, int | float):
+            raise ArgumentTypeError(f"restore: t must be a number, not {type(start).__name__}")
         if not 0 < start <= t_max:
             where = f"1..{t_max}" if isinstance(t_max, int) else f"(0, {t_max}]"
-            raise ConfigError(f"restore: t must be in {where} (got {start})")
+            raise ArgumentError(f"restore: t must be in {where} (got {start})")
         network = model if model is not None else self.model
         if isinstance(network, nn.Module):
             images = images.to(next(network.parameters()).device)
@@ -225,3 +279,16 @@ class Pipeline:
                 degraded, start=start, generator=generator,
             )
         return degraded, result.direct, result.sample
+
+
+def check_options(method: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Refuse a keyword ``method`` does not take, naming it and those it does."""
+    import inspect
+
+    allowed = [name for name, p in inspect.signature(method).parameters.items()
+               if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ArgumentTypeError(f"unknown keyword argument '{unknown[0]}'."
+                                f"{did_you_mean(unknown[0], allowed)} Allowed: "
+                                f"{', '.join(allowed)}")

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 import corediff
 from corediff.cli import main
+from corediff.errors import CorediffError
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "recipes" / "quickstart.toml"
@@ -546,8 +547,40 @@ def output_cases() -> list[Case]:
     ]
 
 
+def study_run(env: Env) -> Path:
+    return env.study / "weighting-simple" / "seed0"
+
+
+def in_study(change: Callable[[Path], Any], *, finished: bool = True
+             ) -> Callable[[Env], list[str]]:
+    """Apply ``change`` to the trained cell's run folder (``finished``: its study.json says
+    training finished, so the study goes on to evaluate it; else it resumes training)."""
+    def argv(env: Env) -> list[str]:
+        change(study_run(env))
+        if not finished:  # as train_cell writes it when it starts a run
+            record = study_run(env) / "study.json"
+            fingerprint = json.loads(record.read_text())["fingerprint"]
+            record.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+        return ["study", str(STUDY / "tiny.toml"), "--out", str(env.study), "--only",
+                "weighting=simple,sampler=ddim5"]
+    return argv
+
+
+def study_folder_cases() -> list[Case]:
+    def state(data: bytes) -> Callable[[Path], None]:
+        return lambda run: (run / "checkpoints" / "last" / "state.json").write_bytes(data)
+
+    return [
+        Case(f"study-state.json-{label}{'' if finished else '-resume'}",
+             in_study(state(data), finished=finished), "state.json", ("study",), noisy=True)
+        for label, data in (("invalid", b'{"step": '), ("an-array", b"[1, 2]"),
+                            ("step-a-string", b'{"step": "4"}'))
+        for finished in (True, False)
+    ]
+
+
 CASES: list[Case] = [*study_cases(), *unwritable_cases(), *data_cases(), *number_cases(),
-                     *run_file_cases(), *output_cases()]
+                     *run_file_cases(), *output_cases(), *study_folder_cases()]
 
 
 # -- checking that nothing was lost -------------------------------------------------------------
@@ -607,3 +640,153 @@ def test_hostile_input_is_one_clear_error(case, request, tmp_path, capsys, monke
     assert "Traceback" not in err
     assert case.expect in block, err
     assert {path: after.get(path) for path in before} == before  # nothing lost or changed
+
+
+# -- the Python API -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ApiCase:
+    id: str
+    call: Callable[[Any, Path], Any]  #: (the loaded pipeline, the trained run) -> anything
+    error: type  #: ValueError or TypeError
+    expect: str  #: the argument's name (and what is allowed), in the message
+
+
+def images(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.zeros(shape, dtype=dtype)
+
+
+API_CASES = [
+    ApiCase("sample-n-zero", lambda p, run: p.sample(0), ValueError, "n = 0 is outside 1.."),
+    ApiCase("sample-n-negative", lambda p, run: p.sample(-3), ValueError, "n = -3"),
+    ApiCase("sample-n-float", lambda p, run: p.sample(2.5), TypeError, "n must be an integer"),
+    ApiCase("sample-n-string", lambda p, run: p.sample("4"), TypeError, "n must be an integer"),
+    ApiCase("sample-n-none", lambda p, run: p.sample(None), TypeError, "n must be an integer"),
+    ApiCase("sample-n-huge", lambda p, run: p.sample(10**7), ValueError, "n = 10000000"),
+    ApiCase("sample-labels-out-of-range", lambda p, run: p.sample(
+        2, labels=torch.tensor([11, 0])), ValueError, "labels must be classes 0..9"),
+    ApiCase("sample-labels-negative", lambda p, run: p.sample(
+        2, labels=torch.tensor([-1, 0])), ValueError, "labels must be classes"),
+    ApiCase("sample-labels-mis-sized", lambda p, run: p.sample(
+        2, labels=torch.tensor([1, 2, 3])), ValueError, "labels must have shape [2]"),
+    ApiCase("sample-labels-float", lambda p, run: p.sample(
+        2, labels=torch.tensor([1.0, 2.0])), TypeError, "labels must be an integer tensor"),
+    ApiCase("sample-label-int-out-of-range", lambda p, run: p.sample(2, labels=10), ValueError,
+            "label = 10 is not a class"),
+    ApiCase("sample-labels-string", lambda p, run: p.sample(2, labels="3"), TypeError,
+            "labels must be None, an int"),
+    ApiCase("sample-steps-zero", lambda p, run: p.sample(2, steps=0), ValueError,
+            "steps = 0 is outside 1.."),
+    ApiCase("sample-steps-negative", lambda p, run: p.sample(2, steps=-5), ValueError,
+            "steps = -5"),
+    ApiCase("sample-steps-huge", lambda p, run: p.sample(2, steps=10**12), ValueError,
+            "steps = 1000000000000 is outside"),
+    ApiCase("sample-steps-float", lambda p, run: p.sample(2, steps=2.5), TypeError,
+            "steps must be an integer"),
+    ApiCase("sample-seed-huge", lambda p, run: p.sample(2, seed=2**70), ValueError,
+            "seed = (an integer of about 22 digits) is outside 0..4294967295"),
+    ApiCase("sample-seed-beyond-4300-digits", lambda p, run: p.sample(2, seed=10**5000),
+            ValueError, "seed = (an integer of about 5001 digits)"),
+    ApiCase("sample-seed-negative", lambda p, run: p.sample(2, seed=-1), ValueError, "seed"),
+    ApiCase("sample-seed-string", lambda p, run: p.sample(2, seed="0"), TypeError,
+            "seed must be an integer"),
+    ApiCase("sample-unknown-keyword", lambda p, run: p.sample(2, stepz=3), TypeError,
+            "unknown keyword argument 'stepz'. Did you mean 'steps'?"),
+    ApiCase("generate-unknown-keyword", lambda p, run: p.generate(2, colour=1), TypeError,
+            "unknown keyword argument 'colour'"),
+    ApiCase("sample-batch-size-zero", lambda p, run: p.sample(2, batch_size=0), ValueError,
+            "batch_size = 0"),
+    ApiCase("sample-precision-unknown", lambda p, run: p.sample(2, precision="fp8"),
+            ValueError, "precision must be"),
+    ApiCase("restore-wrong-channels", lambda p, run: p.restore(images((2, 3, 8, 8)), 10),
+            ValueError, "images must have shape [B, 1, 8, 8]"),
+    ApiCase("restore-wrong-size", lambda p, run: p.restore(images((2, 1, 16, 16)), 10),
+            ValueError, "images must have shape [B, 1, 8, 8]"),
+    ApiCase("restore-three-dimensions", lambda p, run: p.restore(images((1, 8, 8)), 10),
+            ValueError, "images must have shape"),
+    ApiCase("restore-not-a-tensor", lambda p, run: p.restore([[0.0]], 10), TypeError,
+            "images must be a float tensor"),
+    ApiCase("restore-integer-images", lambda p, run: p.restore(
+        images((2, 1, 8, 8), torch.uint8), 10), TypeError, "images must be a float tensor"),
+    ApiCase("restore-t-zero", lambda p, run: p.restore(images((2, 1, 8, 8)), 0), ValueError,
+            "t must be in 1..1000"),
+    ApiCase("restore-t-string", lambda p, run: p.restore(images((2, 1, 8, 8)), "5"),
+            TypeError, "t must be a number"),
+    ApiCase("restore-labels-mis-sized", lambda p, run: p.restore(
+        images((2, 1, 8, 8)), 10, labels=torch.tensor([1])), ValueError,
+        "labels must have shape [2]"),
+    ApiCase("train-42", lambda p, run: corediff.train(42), TypeError,
+            "recipe must be a path to a TOML recipe, a Recipe or a Pipeline, not int"),
+    ApiCase("train-none", lambda p, run: corediff.train(None), TypeError, "recipe must be"),
+    ApiCase("train-run-dir-nul", lambda p, run: corediff.train(QUICKSTART, run_dir="a\0b"),
+            ValueError, "run_dir 'a\\x00b' contains a NUL"),
+    ApiCase("load-42", lambda p, run: corediff.load(42), TypeError,
+            "source must be a path (str or pathlib.Path), not int"),
+    ApiCase("load-nul", lambda p, run: corediff.load("runs/a\0b"), ValueError,
+            "source 'runs/a\\x00b' contains a NUL"),
+    ApiCase("load-which-unknown", lambda p, run: corediff.load(run, which="middle"),
+            ValueError, "which must be 'best' or 'last'"),
+    ApiCase("load-overrides-one-string", lambda p, run: corediff.load(
+        run, overrides="train.steps=3"), TypeError, "overrides must be a list"),
+]
+
+
+def test_enough_api_cases():
+    assert len(API_CASES) >= 21
+    assert len({case.id for case in API_CASES}) == len(API_CASES)
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[case.id for case in API_CASES])
+def test_python_api_refuses_in_one_sentence(case, pipeline, trained):
+    before = snapshot(trained)
+    with pytest.raises(CorediffError) as caught:
+        case.call(pipeline, trained)
+    assert isinstance(caught.value, case.error)
+    message = str(caught.value)
+    assert case.expect in message
+    assert "\n" not in message and len(message) < 300
+    assert snapshot(trained) == before
+
+
+# -- corrupt files that are not errors: they are made again --------------------------------------
+@pytest.mark.parametrize("text", ['{"fingerprint": ', "[1, 2]", '{"fingerprint": 7}',
+                                  '{"fingerprint": null, "train_seconds": "x"}', "\x00\xff"])
+def test_corrupt_study_records_are_redone_not_a_traceback(text, study_out, tmp_path, capsys):
+    """A corrupt or wrong-typed study.json / eval_*.json in a study folder is stale: the dry
+    run says it will be made again, and nothing is changed."""
+    out = tmp_path / "study"
+    shutil.copytree(study_out, out)
+    run = out / "weighting-simple" / "seed0"
+    for name in ("study.json", "eval_ddim5.json"):
+        (run / name).write_bytes(text.encode("latin-1"))
+    before = snapshot(out)
+    code = main(["study", str(STUDY / "tiny.toml"), "--out", str(out), "--dry-run"])
+    captured = capsys.readouterr()
+    assert code == 0 and "Traceback" not in captured.err, captured.err
+    lines = captured.out.splitlines()
+    assert "weighting=simple seed 0: train again (settings changed)" in lines[0]
+    assert "ddim5: evaluate" in lines[1]
+    assert snapshot(out) == before
+
+
+def test_force_resume_across_a_changed_component_starts_it_afresh(trained, tmp_path, capsys):
+    """--force across a changed time sampler: the new one starts afresh (its stored state
+    belongs to the old type), training goes on."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    code = main(["train", str(QUICKSTART), "--resume", "--force", "--run-dir", str(run),
+                 *sets([*TINY, "train.steps=6", "diffusion.time_sampler.type='loss_aware'"])])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((last(Env(tmp_path)) / "state.json").read_text())["step"] == 6
+
+
+def test_a_thin_strip_among_images_is_skipped_by_prepare(tmp_path, capsys):
+    """A 1×100000 image is refused by its header (no allocation): prepare records it
+    unreadable, with a warning, and caches the others."""
+    env = Env(tmp_path)
+    png(env.files / "images" / "a.png", 8, 8, "L")
+    strip(env)
+    with pytest.warns(UserWarning, match="aspect ratio 1×100000 is beyond 1:32"):
+        code = main(["data", "prepare", str(folder_recipe(env, env.files / "images"))])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "2 images (0.0 MiB, 1 unreadable)" in captured.out
