@@ -123,6 +123,22 @@ def test_an_old_fingerprint_is_never_shown(tmp_path):
     assert len(list(out.rglob("eval_ddpm10.json"))) == 2  # still there, not shown
 
 
+def test_hand_edited_records_with_the_current_fingerprint_still_report(tmp_path, tiny):
+    out = tmp_path / "out"
+    shutil.copytree(tiny, out)
+    record = out / "weighting-simple" / "seed0" / "study.json"
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "train_seconds": "x", "train_steps": None}))
+    evaluation = out / "weighting-simple" / "seed0" / "eval_ddim5.json"
+    evaluation.write_text(json.dumps({**json.loads(evaluation.read_text()), "sampler": 3,
+                                      "eval_seconds": "soon", "digits": "x"}))
+    assert main(["study", str(DATA / "tiny.toml"), "--out", str(out), "--dry-run"]) == 0
+    assert main(["study", str(DATA / "tiny.toml"), "--out", str(out)]) == 0
+    rows = {(r["cell"], r["sampler"], r["seed"]): r for r in _rows(out / "results.csv")}
+    assert rows[("weighting=simple", "ddim5", "0")]["digits.fd"] == ""  # not a number: absent
+    assert "| weighting=simple | ddim5 |" in (out / "RESULTS.md").read_text()
+
+
 def test_dry_run_lists_the_work_and_runs_nothing(tmp_path, capsys):
     study = _copy_study(tmp_path)
     out = tmp_path / "out"

@@ -13,6 +13,7 @@ what would run and its estimated cost, and runs nothing.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -64,7 +65,7 @@ def run_study(
     fingerprints = {cell.name: {seed: runner.run_fingerprint(study, cell, seed)
                                 for seed in study.spec.study.seeds} for cell in study.cells()}
     runs = {r["run"]: r for r in rows}
-    compute = {"train": sum(r["metrics"].get("train_seconds", 0.0) for r in runs.values()),
+    compute = {"train": sum(r["metrics"]["train_seconds"] for r in runs.values()),
                "evaluate": sum(r["eval_seconds"] for r in rows),
                "cpu": sum(r["train_cpu_seconds"] for r in runs.values())
                + sum(r["eval_cpu_seconds"] for r in rows)}
@@ -120,8 +121,9 @@ def _seconds(study: Study, out: Path, steps: int, evaluations: int) -> str:
     if not done or not (steps or evaluations):
         return " (no finished run of this study to time it by)" if steps or evaluations else ""
     per_step = [r["metrics"]["train_seconds"] / r["metrics"]["train_steps"] for r in done
-                if r["metrics"].get("train_steps")]
-    per_eval = [r["eval_seconds"] for r in done]
+                if r["metrics"]["train_steps"] > 0]
+    per_step = [v for v in per_step if math.isfinite(v)]
+    per_eval = [r["eval_seconds"] for r in done if math.isfinite(r["eval_seconds"])]
     seconds = (steps * sum(per_step) / max(len(per_step), 1)
                + evaluations * sum(per_eval) / max(len(per_eval), 1))
     return f", about {seconds / 60:.0f} minutes at this study's measured speed"

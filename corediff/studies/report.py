@@ -44,7 +44,6 @@ def table(rows: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]
     for cell, sampler in keys:
         group = [r for r in rows if (r["cell"], r["sampler"]) == (cell, sampler)]
         lines.append({"cell": cell, "sampler": sampler, "labels": group[0]["labels"],
-                      "sampler_type": group[0].get("sampler_type", ""),
                       **{c: estimate(r["metrics"].get(c, math.nan) for r in group)
                          for c in columns}})
     return lines

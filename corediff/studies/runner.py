@@ -233,15 +233,14 @@ def collect(study: Study, out: Path) -> list[dict[str, Any]]:
                     continue
                 metrics = flatten_numbers(report)
                 for key in ("train_seconds", "train_steps"):
-                    metrics[key] = float(train.get(key, float("nan")))
+                    metrics[key] = number(train.get(key))
                 rows.append({"cell": cell.name, "sampler": sampler.name, "seed": seed,
                              "labels": {**dict(cell.labels), "sampler": sampler.name},
                              "metrics": metrics, "run": str(directory),
                              "fingerprint": train["fingerprint"],
-                             "eval_seconds": float(report.get("eval_seconds", 0.0)),
-                             "eval_cpu_seconds": float(report.get("eval_cpu_seconds", "nan")),
-                             "train_cpu_seconds": float(train.get("train_cpu_seconds", "nan")),
-                             "sampler_type": report.get("sampler", {}).get("type", "")})
+                             "eval_seconds": number(report.get("eval_seconds")),
+                             "eval_cpu_seconds": number(report.get("eval_cpu_seconds")),
+                             "train_cpu_seconds": number(train.get("train_cpu_seconds"))})
     return rows
 
 
@@ -260,6 +259,13 @@ def collect_floors(study: Study, out: Path) -> list[tuple[list[str], list[dict[s
             if report.get("fingerprint") == current:
                 scores.setdefault(data, {})[seed] = flatten_numbers(report)
     return [(cells[data], list(by_seed.values())) for data, by_seed in scores.items()]
+
+
+def number(value: Any) -> float:
+    """A recorded number as a float; NaN for anything else (a hand-edited record)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return float("nan")
 
 
 def flatten_numbers(report: dict[str, Any], prefix: str = "") -> dict[str, float]:
