@@ -4,7 +4,8 @@ every sampler (reused only when the evaluation's settings are unchanged).
 
 Every run and every evaluation carries a **fingerprint**: a hash of everything that determines
 it — for a run, the resolved recipe after the cell's overrides and the seed (its ``[sample]``
-table, sampler and guidance excepted: they act only when sampling) and the corediff version;
+table, sampler and guidance excepted: they act only when sampling; experiment trackers,
+``[log]``, excepted everywhere: they only record) and the corediff version;
 for an evaluation, the run's fingerprint, the resolved recipe with the sampler's overrides, n,
 the seed and the corediff version. A run or evaluation whose fingerprint differs from the
 study's current one is moved aside into ``<out>/stale/`` (never mixed in, never overwritten)
@@ -32,7 +33,9 @@ from typing import Any
 from corediff.errors import ConfigError
 from corediff.studies.config import Cell, SamplerSpec, Study, load_study
 
-#: Recipe parts that act only when sampling: they do not enter a run's fingerprint.
+#: Recipe parts that only record what happens (experiment trackers): in no fingerprint.
+RECORDING = (("log",),)
+#: Recipe parts that act only when sampling: they do not enter a run's fingerprint either.
 SAMPLE_TIME = (("sample",), ("diffusion", "sampler"), ("diffusion", "guidance"))
 
 
@@ -60,20 +63,25 @@ def run_fingerprint(study: Study, cell: Cell, seed: int) -> str:
     """What determines the trained weights of a cell at a seed (see the module docstring)."""
     from corediff.recipe import recipe_to_dict
 
-    data = recipe_to_dict(cell_recipe(study, cell, seed))
-    for *parents, key in SAMPLE_TIME:
+    return fingerprint(without(recipe_to_dict(cell_recipe(study, cell, seed)),
+                               RECORDING + SAMPLE_TIME))
+
+
+def without(data: dict[str, Any], keys: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+    """``data`` less the tables or keys at the given paths (in place; returned)."""
+    for *parents, key in keys:
         table = data
         for parent in parents:
             table = table.get(parent, {})
         table.pop(key, None)
-    return fingerprint(data)
+    return data
 
 
 def eval_fingerprint(study: Study, cell: Cell, seed: int, sampler: SamplerSpec) -> str:
     """What determines an evaluation: the run, the sampling recipe, n and the seed."""
     from corediff.recipe import recipe_to_dict
 
-    recipe = recipe_to_dict(cell_recipe(study, cell, seed, sampler))
+    recipe = without(recipe_to_dict(cell_recipe(study, cell, seed, sampler)), RECORDING)
     return fingerprint({"run": run_fingerprint(study, cell, seed), "recipe": recipe,
                         "n": study.spec.study.n, "seed": seed})
 
