@@ -56,7 +56,7 @@ def build(recipe: Any, *, data_spec: DataSpec | None = None) -> Pipeline:
         built["dataset"] = instantiate("dataset", recipe.data)
         data_spec = built["dataset"].spec
     for kind in KINDS:
-        if kind.name == "dataset":
+        if kind.name == "dataset" or not kind.in_pipeline:  # loggers: opened by the engine
             continue
         available = {**built, **_model_inputs(built, data_spec)}
         config = _lookup_model(recipe, kind.table)

@@ -617,3 +617,71 @@ class Dataset(torch.utils.data.Dataset, Component):
 
     @abstractmethod
     def __getitem__(self, index: int) -> tuple[Tensor, int]: ...
+
+
+class Logger(Component):
+    """An experiment tracker (TensorBoard, Weights & Biases, MLflow, ...) the trainer reports
+    to, besides ``<run>/metrics.csv`` which is always written.
+
+    A recipe lists its loggers as ``[[log]]`` tables. The engine builds each one on rank 0
+    with ``run_dir``, a folder of the run directory where it may keep local files, and per
+    training session calls :meth:`start` once, then :meth:`log_scalars` and
+    :meth:`log_image` any number of times, and :meth:`close` (also when training stops with
+    an error or a signal). Keys are ``train/loss``, ``train/lr``, ``train/grad_norm``,
+    ``train/images_per_s``, ``eval/<metric>`` (``eval/val_loss`` at checkpoints, ``corediff
+    eval``'s metrics) and ``samples`` for sample grids.
+
+    ``packages`` maps each Python module the logger imports to its pip requirement; a recipe
+    naming a logger whose module is missing is refused at validation with the pip command
+    (the module is imported in :meth:`start`, never when the plugin loads).
+    """
+
+    kind = "logger"
+    #: Import name -> pip requirement of the packages :meth:`start` imports.
+    packages: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, config: ComponentConfig | None = None, *, run_dir: Any) -> None:
+        super().__init__(config)
+        from pathlib import Path
+
+        self.run_dir = Path(run_dir)
+
+    @classmethod
+    def missing_packages(cls) -> list[str]:
+        """The pip requirements of :attr:`packages` whose module cannot be imported."""
+        import importlib.util
+
+        return [req for module, req in cls.packages.items()
+                if importlib.util.find_spec(module) is None]
+
+    @classmethod
+    def check_recipe(
+        cls, config: ComponentConfig, others: Mapping[str, tuple[type, ComponentConfig]]
+    ) -> list[str]:
+        missing = cls.missing_packages()
+        if not missing:
+            return []
+        quoted = " ".join(f"'{req}'" for req in missing)
+        return [f"needs {', '.join(missing)}, which is not installed: pip install {quoted} "
+                "(or pip install 'corediff[trackers]')"]
+
+    @abstractmethod
+    def start(
+        self, recipe: Mapping[str, Any], *, tags: Mapping[str, str], step: int,
+        resume: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Open the tracker run and record ``recipe`` (the resolved recipe, plain data) as
+        its config. ``step`` is the step training starts from. ``resume`` is what this
+        method returned in the run's previous session (None for a new run): continue that
+        tracker run. Returns JSON-ready data identifying the tracker run."""
+
+    @abstractmethod
+    def log_scalars(self, values: Mapping[str, float], step: int) -> None:
+        """Record scalar values at a training step."""
+
+    @abstractmethod
+    def log_image(self, name: str, image: Any, step: int) -> None:
+        """Record an image, a uint8 numpy array [H, W, C] (C = 1 or 3), at a step."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush and close the tracker run (called once per session)."""

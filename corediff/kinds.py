@@ -27,7 +27,11 @@ class Kind:
         dependencies: keyword arguments its constructor takes besides the config: other
             kinds (built earlier in :data:`KINDS` order) or data-spec values.
         description: one line, shown in the recipe's JSON Schema and ``corediff --help``.
-        default: the table used when a recipe omits it (None: the table is required).
+        default: the table used when a recipe omits it (None: the table is required); for
+            a kind with ``many``, the list of tables (empty: none).
+        many: the recipe holds a list of tables (``[[log]]``), each one component.
+        in_pipeline: built by :func:`corediff.builder.build` into a ``Pipeline``; False for
+            the kinds the engine opens itself when it runs (loggers, with the run directory).
     """
 
     name: str
@@ -36,7 +40,9 @@ class Kind:
     table: tuple[str, ...]
     dependencies: tuple[str, ...]
     description: str
-    default: dict[str, Any] | None = None
+    default: dict[str, Any] | tuple[dict[str, Any], ...] | None = None
+    many: bool = False
+    in_pipeline: bool = True
 
     def base_class(self) -> type:
         """The interface every plugin of this kind subclasses (imports torch)."""
@@ -44,8 +50,9 @@ class Kind:
 
     @property
     def where(self) -> str:
-        """The recipe table, as written in TOML: ``[diffusion.sampler]``."""
-        return f"[{'.'.join(self.table)}]"
+        """The recipe table, as written in TOML: ``[diffusion.sampler]`` (``[[log]]``)."""
+        name = ".".join(self.table)
+        return f"[[{name}]]" if self.many else f"[{name}]"
 
 
 #: Every kind, in build order (a kind's dependencies come before it).
@@ -75,6 +82,9 @@ KINDS: tuple[Kind, ...] = (
     Kind("model", "Model", "corediff.models", ("model",),
          ("in_channels", "out_channels", "image_size", "num_classes"),
          "The denoising network."),
+    Kind("logger", "Logger", "corediff.loggers", ("log",), ("run_dir",),
+         "An experiment tracker the trainer also reports to (metrics.csv is always written).",
+         default=(), many=True, in_pipeline=False),
 )
 
 #: Kind name -> Kind.

@@ -29,6 +29,9 @@ Component = SerializeAsAny[ComponentConfig]
 
 
 def _component_field(kind: Kind) -> tuple[Any, Any]:
+    if kind.many:  # None when absent, so recipes without it resolve (and hash) as before
+        return (list[Component] | None, Field(
+            None, description=f"{kind.description} (a list of registered {kind.name}s)"))
     return (Component, Field(description=f"{kind.description} (a registered {kind.name})"))
 
 
@@ -50,6 +53,16 @@ Recipe = create_model(
 
 #: Where each component table lives in a recipe, and its kind.
 COMPONENT_TABLES: dict[tuple[str, ...], str] = {kind.table: kind.name for kind in KINDS}
+
+
+def kind_at(path: tuple[str | int, ...]) -> str:
+    """The kind of the component at a recipe path: a table, or an item ``("log", 0)`` of a
+    list of tables."""
+    return COMPONENT_TABLES.get(path) or COMPONENT_TABLES[path[:-1]]  # type: ignore[index]
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    return f"[{'.'.join(map(str, path))}]"
 
 
 @dataclass
@@ -206,19 +219,29 @@ def parse_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
     configs: dict[tuple[str, ...], ComponentConfig] = {}
     for kind_row in KINDS:
         parent = _lookup(data, kind_row.table[:-1])
-        if kind_row.default is not None and isinstance(parent, dict):
-            parent.setdefault(kind_row.table[-1], dict(kind_row.default))
-    for table_path, kind in COMPONENT_TABLES.items():
+        if kind_row.default and isinstance(parent, dict):
+            parent.setdefault(kind_row.table[-1], _deep_copy(
+                [dict(t) for t in kind_row.default] if kind_row.many else dict(kind_row.default)))
+    for kind_row in KINDS:
+        table_path, kind = kind_row.table, kind_row.name
         parent = _lookup(data, table_path[:-1])
-        table = parent.get(table_path[-1]) if isinstance(parent, dict) else None
-        if not isinstance(table, dict):
-            continue  # missing or of the wrong type: the structural pass reports it
-        resolved = _resolve_component(table_path, kind, table, problems)
-        if resolved is None:  # reported; keep the structure valid so nothing else repeats
-            parent[table_path[-1]] = ComponentConfig.model_construct(type=str(table.get("type")))
-            continue
-        parent[table_path[-1]], classes[table_path] = resolved
-        configs[table_path] = parent[table_path[-1]]
+        value = parent.get(table_path[-1]) if isinstance(parent, dict) else None
+        # (holder, key, path) of each component table: one, or each item of a list of tables
+        if kind_row.many:
+            items = [(value, i, (*table_path, i)) for i in range(len(value))] \
+                if isinstance(value, list) else []
+        else:
+            items = [(parent, table_path[-1], table_path)] if isinstance(parent, dict) else []
+        for holder, key, path in items:
+            table = holder.get(key) if isinstance(holder, dict) else holder[key]
+            if not isinstance(table, dict):
+                continue  # missing or of the wrong type: the structural pass reports it
+            resolved = _resolve_component(path, kind, table, problems)
+            if resolved is None:  # reported; keep the structure valid so nothing else repeats
+                holder[key] = ComponentConfig.model_construct(type=str(table.get("type")))
+                continue
+            holder[key], classes[path] = resolved
+            configs[path] = holder[key]
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
@@ -238,14 +261,14 @@ def check_components(
     classes: Mapping[tuple[str, ...], type], configs: Mapping[tuple[str, ...], ComponentConfig]
 ) -> list[str]:
     """Each component's own refusals of the others (``Component.check_recipe``)."""
-    others = {COMPONENT_TABLES[path]: (cls, configs[path]) for path, cls in classes.items()}
+    others = {kind_at(path): (cls, configs[path]) for path, cls in classes.items()}
     sentences = []
     for path, cls in classes.items():
         try:
             reasons = cls.check_recipe(configs[path], others)
         except (ValueError, TypeError) as exc:  # a companion refused its own settings
             reasons = [str(exc)]
-        where = f"{COMPONENT_TABLES[path]} '{_name(cls)}' [{'.'.join(path)}]"
+        where = f"{kind_at(path)} '{_name(cls)}' {_where(path)}"
         sentences += [f"{where}: {why}" for why in reasons]
     return sentences
 
@@ -284,7 +307,7 @@ def check_data_spec(
 
 
 def _resolve_component(
-    table_path: tuple[str, ...], kind: str, table: dict[str, Any], problems: list[Problem]
+    table_path: tuple[str | int, ...], kind: str, table: dict[str, Any], problems: list[Problem]
 ) -> tuple[ComponentConfig, type] | None:
     names = registry(kind).names()
     name = table.get("type")
@@ -367,7 +390,7 @@ def check_compatibility(
     capability may depend on it), else the class's ``provides``.
     """
     configs = configs or {}
-    by_kind = {COMPONENT_TABLES[path]: (path, cls) for path, cls in classes.items()}
+    by_kind = {kind_at(path): (path, cls) for path, cls in classes.items()}
 
     def provided(path: tuple[str, ...], cls: type) -> frozenset[str]:
         return cls.capabilities(configs[path]) if path in configs else cls.provides
@@ -382,9 +405,9 @@ def check_compatibility(
             missing = sorted(set(needed) - offered)
             if missing:
                 sentences.append(
-                    f"{COMPONENT_TABLES[path]} '{_name(cls)}' [{'.'.join(path)}] needs a {kind} "
+                    f"{kind_at(path)} '{_name(cls)}' {_where(path)} needs a {kind} "
                     f"that provides {', '.join(repr(m) for m in missing)}, but {kind} "
-                    f"'{_name(other)}' [{'.'.join(other_path)}] provides "
+                    f"'{_name(other)}' {_where(other_path)} provides "
                     f"{', '.join(sorted(offered)) or 'nothing'}."
                 )
     return sentences
@@ -394,12 +417,16 @@ def _name(cls: type) -> str:
     return cls.Config.model_fields["type"].default
 
 
-def component_classes(recipe: Recipe) -> dict[tuple[str, ...], type]:
-    """The plugin class behind each component table of a validated recipe."""
-    classes = {}
-    for path, kind in COMPONENT_TABLES.items():
-        config = _lookup_model(recipe, path)
-        classes[path] = registry(kind).get(config.type)
+def component_classes(recipe: Recipe) -> dict[tuple[str | int, ...], type]:
+    """The plugin class behind each component table of a validated recipe (an item of a list
+    of tables at ``(*table, index)``)."""
+    classes: dict[tuple[str | int, ...], type] = {}
+    for kind in KINDS:
+        config = _lookup_model(recipe, kind.table)
+        items = list(enumerate(config or ())) if kind.many else [(None, config)]
+        for index, item in items:
+            path = kind.table if index is None else (*kind.table, index)
+            classes[path] = registry(kind.name).get(item.type)
     return classes
 
 
@@ -462,7 +489,8 @@ def recipe_json_schema() -> dict[str, Any]:
     )
     schema_model = create_model(
         "Recipe", __base__=StrictModel,
-        **{k.table[0]: (union(k.name), ...) for k in KINDS if len(k.table) == 1},
+        **{k.table[0]: (list[union(k.name)], []) if k.many else (union(k.name), ...)
+           for k in KINDS if len(k.table) == 1},
         diffusion=(diffusion, ...),
         train=(TrainConfig, TrainConfig()), sample=(SampleConfig, SampleConfig()),
         run=(RunConfig, RunConfig()),

@@ -126,6 +126,11 @@ class RunConfig(StrictModel):
         description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.",
     )
     seed: Seed = Field(0, description="Seed of initialisation, data order and noise.")
+    tags: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")],
+               Annotated[str, Field(max_length=200)]] | None = Field(
+        None, description="Labels the [[log]] experiment trackers attach to the run (e.g. "
+        "study, cell), besides its name and seed; they do not change training.",
+    )
 
     @field_validator("name")
     @classmethod

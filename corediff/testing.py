@@ -30,11 +30,14 @@ built (small T, 8×8 images). What is checked, per kind:
   importance weights, its state round-trips;
 * model: output shape, repeatable, takes the null label ``num_classes`` and ``y=None``;
 * dataset: images [C, S, S] float32 in [-1, 1], int labels, ``describe`` agrees;
+* logger: refused with the pip command when its packages are missing, else two sessions
+  (scalars, an image) of which the second continues the first's tracker run;
 * every config: JSON round trip, frozen.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -382,11 +385,44 @@ def check_dataset(cls: type, device: str = "cpu") -> None:
     assert_round_trip(dataset.config)
 
 
+def check_logger(cls: type, device: str = "cpu") -> None:
+    """A logger with defaults: refused at validation, naming the pip command, when its
+    packages are missing; else two sessions in a temporary folder (start, scalars, an image,
+    close), the second resuming the first's tracker run (``start`` returns the same
+    identity)."""
+    config = cls.Config()
+    assert_round_trip(config)
+    refusals = cls.check_recipe(config, {})
+    if cls.missing_packages():
+        assert refusals and all("pip install" in why for why in refusals), refusals
+        return
+    assert refusals == []
+    recipe = {"run": {"name": "conformance", "seed": 0}, "train": {"lr": 2e-4}}
+    grid = torch.randint(0, 256, (10, 18, 3), generator=torch.Generator().manual_seed(8),
+                         dtype=torch.uint8).numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        identities = []
+        for session, step in enumerate((0, 2)):
+            logger = cls(config, run_dir=Path(tmp))
+            try:
+                identity = logger.start(recipe, tags={"seed": "0"}, step=step,
+                                        resume=identities[-1] if session else None)
+                json.dumps(identity)  # stored in the run directory between sessions
+                identities.append(identity)
+                for offset in (1, 2):
+                    logger.log_scalars({"train/loss": 1.0 / (step + offset)}, step + offset)
+                logger.log_image("samples", grid, step + 2)
+            finally:
+                logger.close()
+        assert identities[0] == identities[1], f"a resumed run opened {identities}"
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "schedule": check_schedule, "degradation": check_degradation,
     "parameterization": check_parameterization, "loss_weighting": check_loss_weighting,
     "sampler": check_sampler, "guidance": check_guidance, "prior": check_prior,
     "time_sampler": check_time_sampler, "model": check_model, "dataset": check_dataset,
+    "logger": check_logger,
 }
 assert set(CHECKS) == set(BY_NAME), "every kind has a conformance check"
 
@@ -425,7 +461,8 @@ def conformance_cases(
         for name in registry(kind).names():
             if wanted is not None and name not in wanted:
                 continue
-            for device in devices if devices is not None else DEVICES:
+            on = ["cpu"] if not BY_NAME[kind].in_pipeline else DEVICES  # loggers: no tensors
+            for device in devices if devices is not None else on:
                 if kind in DIFFUSION_KINDS:
                     chained = chains(kind, name)
                     cases += [Case(kind, name, device, tuple(c.items())) for c in chained]

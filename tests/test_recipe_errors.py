@@ -62,7 +62,7 @@ CASES = [
     ("unknown-top-table", edit("[train]", "[trian]"), [],
      "trian: unknown table. Did you mean 'train'?"),
     ("unknown-top-key", "seed = 1\n" + BASE, [],
-     "seed: unknown key. Allowed: data, diffusion, model, run, sample, train."),
+     "seed: unknown key. Allowed: data, diffusion, log, model, run, sample, train."),
     ("unknown-train-key", BASE + "stepz = 3\n", [],
      "[train] stepz: unknown key. Did you mean 'steps'?"),
     ("train-steps-type", BASE.replace("[train]\nsteps = 10", '[train]\nsteps = "ten"'), [],

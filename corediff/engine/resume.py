@@ -20,11 +20,12 @@ from corediff.errors import TrainingError
 
 #: Dotted keys (or prefixes ending in ".") a resumed run may change.
 MAY_CHANGE = (
-    "train.steps", "train.max_minutes", "train.log_every", "train.checkpoint_every", "train.sample_every",
+    "train.steps", "train.max_minutes", "train.log_every", "train.checkpoint_every",
+    "train.sample_every",
     "train.lr", "train.warmup_steps", "train.min_lr_ratio", "train.num_workers",
     "train.compile", "train.prefetch_factor", "train.factor_cache",
     "train.factor_cache_device_gib", "train.factor_cache_host_gib", "sample.", "run.device",
-    "run.name", "run.root",
+    "run.name", "run.root", "run.tags.", "log",
 )
 
 

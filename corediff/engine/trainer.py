@@ -51,6 +51,7 @@ from corediff.engine.resume import check_resume, log_resume
 from corediff.engine.rundir import MetricsLog, RunDir
 from corediff.engine.sampling import grid_columns, save_grid
 from corediff.engine.signals import GracefulStop, ignore_in_worker
+from corediff.engine.tracking import Trackers
 from corediff.errors import Interrupted, TrainingError
 from corediff.noise import rand
 from corediff.paths import check_writable
@@ -205,6 +206,7 @@ class Trainer:
         self.seconds = 0.0  # training wall time of earlier sessions (train.max_minutes)
         self.started = time.perf_counter()
         self.pending: list[tuple[float, float]] = []  # (loss, grad_norm) since the last row
+        self.trackers = Trackers()  # the recipe's [[log]] loggers, opened by train() on rank 0
 
     def _factor_cache(self) -> FactorCache | None:
         """The SVD-style factor cache the recipe's [train] factor_cache settings allow, with a
@@ -344,6 +346,7 @@ class Trainer:
             self.factor_cache.check()
         if self.val_loader is not None:
             self.val_history.append((self.step, self.validation_loss()))
+            self.trackers.scalars({"val_loss": self.val_history[-1][1]}, self.step, "eval/")
         by_val = self.recipe.train.best_by == "val_loss"
         score = self.val_history[-1][1] if by_val else self.smoothed
         improved = score is not None and score <= self.best
@@ -486,13 +489,15 @@ class Trainer:
         cfg, ctx = self.recipe.train, self.context
         self.started = time.perf_counter()
         metrics = MetricsLog(self.run, self.step or None) if ctx.is_main else None
+        if ctx.is_main:
+            self.trackers = Trackers.open(self.recipe, self.run.root, step=self.step)
         data = self.batches()
         window: list[tuple[Tensor, Tensor]] = []
         clock, images = time.perf_counter(), 0
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not ctx.is_main, unit="step",
                    dynamic_ncols=True)
         self.net.train()
-        with GracefulStop() as stop, contextlib.closing(bar):
+        with GracefulStop() as stop, contextlib.closing(bar), contextlib.closing(self.trackers):
             spent = cfg.max_minutes is not None and any_across(self.out_of_time(), ctx)
             while self.step < cfg.steps and not spent:
                 window.append(self.train_step(data))
@@ -517,6 +522,8 @@ class Trainer:
                     values = self.row(speed)
                     if metrics is not None:
                         metrics.write(values)
+                    self.trackers.scalars({k: v for k, v in values.items() if k != "step"},
+                                          self.step, prefix="train/")
                     bar.set_postfix(loss=f"{self.smoothed:.4g}", img_s=f"{speed:.0f}")
                     clock, images = time.perf_counter(), 0
                 if save or done:
@@ -573,6 +580,7 @@ class Trainer:
         model = self.ema.module if cfg.use_ema else self.model
         images = self.pipeline.sample(cfg.n, labels=cfg.label, seed=cfg.seed, model=model.eval())
         save_grid(images, path, nrow=grid_columns(self.pipeline, cfg.n))
+        self.trackers.image_file("samples", path, self.step)
         self.model.train()
 
 

@@ -1,0 +1,1 @@
+"""First-party logger plugins (one experiment tracker per file)."""
