@@ -112,8 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sampling seed (default: [sample] seed)")
     sample.add_argument("--checkpoint", choices=("best", "last"), default="last",
                         help="which checkpoint of a run directory (default: last)")
-    sample.add_argument("--out", help="output PNG (grid) or directory (--individual)")
+    sample.add_argument("--out", help="output PNG (grid), .npz (--format npz) or directory "
+                        "(--individual)")
     sample.add_argument("--individual", action="store_true", help="one PNG per sample")
+    sample.add_argument("--format", choices=("png", "npz"), default="png",
+                        help="png: a grid (default); npz: every sample as uint8 NHWC 'arr_0' "
+                        "(+ labels 'arr_1' when conditional), the ADM evaluation suite's layout")
     sample.add_argument("--trajectory", action="store_true",
                         help="also write a strip of x_t and x̂0 along the sampling steps")
     sample.add_argument("--restore", metavar="IMAGE_OR_DIR",

@@ -26,9 +26,13 @@ def main(args: argparse.Namespace) -> int:
     if args.restore:
         return _restore(pipeline, load_model(loaded, cfg.use_ema), args, loaded.run_root,
                         n=n, seed=seed)
+    npz = getattr(args, "format", "png") == "npz"
+    if npz and (args.individual or args.trajectory):
+        raise ConfigError("--format npz writes one array file; it cannot be combined with "
+                          "--individual or --trajectory")
     stem = f"{pipeline.recipe.diffusion.sampler.type}_seed{seed}"
     out = Path(args.out) if args.out else loaded.run_root / "generated" / (
-        stem if args.individual else f"{stem}.png")
+        stem if args.individual else f"{stem}.{'npz' if npz else 'png'}")
     flag = "--out" if args.out else "the output"
     if args.individual:
         check_folder(flag, out)
@@ -48,7 +52,9 @@ def main(args: argparse.Namespace) -> int:
             else:
                 kept.append(batch.images)
             written += len(batch.images)
-    if not args.individual:
+    if npz:
+        save_npz(torch.cat(kept), pipeline.labels(n, cfg.label), out)
+    elif not args.individual:
         save_grid(torch.cat(kept), out, nrow=grid_columns(pipeline, n))
     print(f"samples: {out}")
     if args.trajectory:
@@ -56,6 +62,29 @@ def main(args: argparse.Namespace) -> int:
         save_trajectory(steps, strip)
         print(f"trajectory (rows: x_t then x̂0 per sample; columns: steps T -> 0): {strip}")
     return 0
+
+
+def save_npz(images: torch.Tensor, labels: torch.Tensor | None, out: Path) -> None:
+    """Samples in the layout of the ADM evaluation suite (guided-diffusion's
+    ``image_sample.py`` and ``evaluations/evaluator.py``): ``arr_0`` uint8 [N, H, W, C]
+    (x ↦ round((x + 1)·127.5), clipped to 0..255), plus ``arr_1`` int64 labels [N] when the
+    model is class-conditional; written atomically."""
+    import numpy as np
+
+    from corediff.engine import safe_files
+    from corediff.engine.checkpoint import atomic_write
+
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    arrays = [pixels.permute(0, 2, 3, 1).contiguous().numpy()]
+    if labels is not None:
+        arrays.append(labels.cpu().to(torch.int64).numpy())
+    safe_files.ensure_dir(out.parent)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a file object: np.savez adds no suffix to it
+            np.savez(handle, *arrays)
+
+    atomic_write(out, write)
 
 
 def _restore(pipeline: Pipeline, model: torch.nn.Module, args: argparse.Namespace,
