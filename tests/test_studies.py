@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,12 @@ def test_a_2x2_study_writes_its_report(tiny):
     assert len(header) == len(set(header))  # each column once
     for name in ("loss_curves.png", "quality_vs_nfe.png", "grid_weighting-simple.png"):
         assert (tiny / name).stat().st_size > 1000
+
+
+def test_runs_are_tagged_for_trackers_by_study_and_cell(tiny):
+    stored = tomllib.loads((tiny / "weighting-min_snr" / "seed1" / "recipe.toml").read_text())
+    assert stored["run"]["tags"] == {"study": "tiny", "cell": "weighting=min_snr"}
+    assert stored["run"]["seed"] == 1
 
 
 def test_running_again_reuses_every_run_and_evaluation(tiny):

@@ -5,7 +5,7 @@ every sampler (reused only when the evaluation's settings are unchanged).
 Every run and every evaluation carries a **fingerprint**: a hash of everything that determines
 it — for a run, the resolved recipe after the cell's overrides and the seed (its ``[sample]``
 table, sampler and guidance excepted: they act only when sampling; experiment trackers,
-``[log]``, excepted everywhere: they only record) and the corediff version;
+``[log]`` and ``run.tags``, excepted everywhere: they only record) and the corediff version;
 for an evaluation, the run's fingerprint, the resolved recipe with the sampler's overrides, n,
 the seed and the corediff version. A run or evaluation whose fingerprint differs from the
 study's current one is moved aside into ``<out>/stale/`` (never mixed in, never overwritten)
@@ -33,8 +33,9 @@ from typing import Any
 from corediff.errors import ConfigError
 from corediff.studies.config import Cell, SamplerSpec, Study, load_study
 
-#: Recipe parts that only record what happens (experiment trackers): in no fingerprint.
-RECORDING = (("log",),)
+#: Recipe parts that only record what happens (experiment trackers, their tags): in no
+#: fingerprint.
+RECORDING = (("log",), ("run", "tags"))
 #: Recipe parts that act only when sampling: they do not enter a run's fingerprint either.
 SAMPLE_TIME = (("sample",), ("diffusion", "sampler"), ("diffusion", "guidance"))
 
@@ -52,11 +53,14 @@ def fingerprint(data: Any) -> str:
 
 
 def cell_recipe(study: Study, cell: Cell, seed: int, sampler: SamplerSpec | None = None) -> Any:
-    """The resolved recipe of a cell at a seed (with a sampler's overrides when given)."""
+    """The resolved recipe of a cell at a seed (with a sampler's overrides when given), its
+    run tagged with the study and cell for experiment trackers (the seed they log anyway)."""
     from corediff.recipe import load_recipe
 
     extra = [] if sampler is None else sampler.set
-    return load_recipe(study.recipe, [*cell.overrides, *extra, f"run.seed={seed}"])
+    tags = (f"run.tags={{study={json.dumps(study.spec.study.name)}, "
+            f"cell={json.dumps(cell.name)}}}")
+    return load_recipe(study.recipe, [*cell.overrides, *extra, f"run.seed={seed}", tags])
 
 
 def run_fingerprint(study: Study, cell: Cell, seed: int) -> str:
