@@ -5,15 +5,22 @@ corediff made, readers racing a checkpoint swap."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
 from test_engine_resume import write_recipe
 
+from corediff.cli import main
 from corediff.engine import checkpoint
 from corediff.engine.rundir import read_metrics
 
@@ -94,3 +101,118 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_with_the_readme_scrip
     assert [int(row["step"]) for row in read_metrics(run_dir / "metrics.csv")] == list(
         range(1, 21))
     assert checkpoint.load_state(run_dir / "checkpoints" / "last")["step"] == 20
+
+
+# -- 3. links and special files planted at a run's names ------------------------------------
+TINY = ["train.steps=4", "train.batch_size=8", "train.log_every=2", "train.checkpoint_every=2",
+        "train.sample_every=2", "train.warmup_steps=1", "data.image_size=8", "sample.n=2",
+        "sample.batch_size=2", "diffusion.sampler.steps=3", "run.device='cpu'"]
+QUICK = ROOT / "recipes" / "quickstart.toml"
+GRID = "generated/ddim_seed0.png"
+#: name -> (file or dir, the command that writes it)
+PLANTED = {".lock": "file", "recipe.toml": "file", "metrics.csv": "file",
+           "resume_log.jsonl": "file", "samples.png": "file", "samples/step_0000004.png": "file",
+           "samples/step_0000006.png": "file", "checkpoints": "dir", "checkpoints/last": "dir",
+           "checkpoints/best": "dir", "samples": "dir", "tb": "dir", "generated": "dir",
+           GRID: "file"}
+
+
+def sets(overrides: list[str]) -> list[str]:
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    """A finished tiny run with sample grids and a generated grid."""
+    run_dir = tmp_path_factory.mktemp("base") / "run"
+    assert main(["train", str(QUICK), "--run-dir", str(run_dir), *sets(TINY)]) == 0
+    assert main(["sample", str(run_dir)]) == 0
+    assert (run_dir / GRID).is_file() and (run_dir / "samples/step_0000004.png").is_file()
+    return run_dir
+
+
+def tree_digest(*paths: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``paths`` (files or folders), by path."""
+    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*")))]
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def plant(path: Path, what: str, outside: Path) -> None:
+    """A symbolic link to ``outside``, a FIFO, a socket or a device at ``path``."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if what == "symlink":
+        path.symlink_to(outside)
+    elif what == "fifo":
+        os.mkfifo(path)
+    elif what == "socket":
+        os.mknod(path, stat.S_IFSOCK | 0o600)
+    else:
+        try:
+            os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("creating a device file needs CAP_MKNOD")
+
+
+class Hung(Exception):
+    """A call blocked (not an OSError: nothing in corediff may catch it)."""
+
+
+def unblock(folder: Path) -> None:
+    """Give every FIFO under ``folder`` a partner for a moment, so an open() or read() blocked
+    on one returns (native code retries an interrupted open)."""
+    fds = [os.open(p, os.O_RDWR | os.O_NONBLOCK) for p in folder.rglob("*")
+           if stat.S_ISFIFO(os.lstat(p).st_mode)]
+    time.sleep(0.5)
+    for fd in fds:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def within(seconds: int, folder: Path):
+    """Fail (instead of hanging) when the block takes longer than ``seconds``: SIGALRM goes
+    to the main thread itself, then the FIFOs under ``folder`` are unblocked."""
+    def expired(signum, frame):
+        raise Hung(f"blocked for {seconds} s")
+
+    def wake() -> None:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
+        unblock(folder)
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    timer = threading.Timer(seconds, wake)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("what", ["symlink", "fifo", "socket", "device"])
+@pytest.mark.parametrize("name", list(PLANTED))
+def test_a_planted_link_or_special_file_is_refused_and_nothing_outside_changes(
+        base_run, tmp_path, name, what, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(base_run, run_dir, symlinks=True)
+    outside_file, outside_dir = tmp_path / "outside.txt", tmp_path / "outside"
+    outside_file.write_text("a user's file\n")
+    outside_dir.mkdir()
+    (outside_dir / "keep.png").write_bytes(b"a user's image")
+    before = tree_digest(outside_file, outside_dir)
+    planted = run_dir / name
+    plant(planted, what, outside_dir if PLANTED[name] == "dir" else outside_file)
+    capsys.readouterr()
+    command = ["sample", str(run_dir)] if name.startswith("generated") else [
+        "train", str(QUICK), "--run-dir", str(run_dir), "--resume", *sets([*TINY,
+                                                                          "train.steps=6"])]
+    with within(30, run_dir):
+        code = main(command)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"'{planted}'" in err and "Traceback" not in err
+    assert tree_digest(outside_file, outside_dir) == before
+    assert sorted(p.name for p in outside_dir.iterdir()) == ["keep.png"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -177,13 +178,26 @@ def test_sigterm_saves_last_and_resumes_exactly(tmp_path):
         assert a == b, name
 
 
-def test_leftover_temporary_files_are_removed_at_the_next_start(run):
-    junk = [run / "checkpoints" / ".last.1234.tmp", run / ".metrics.csv.99.tmp"]
+def test_only_corediffs_own_leftovers_are_removed_at_the_next_start(run, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    junk = [run / "checkpoints" / f".last.corediff-{dead}-a1b2.tmp",
+            run / f".metrics.csv.corediff-{dead}-x_9.tmp"]
     junk[0].mkdir()
     (junk[0] / "model.safetensors").write_bytes(b"half")
     junk[1].write_text("half")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    mine = [run / ".notes.tmp", run / "checkpoints" / ".last.1234.tmp",
+            run / f".x.corediff-{os.getpid()}-live.tmp"]  # a user's, an old pattern, a live pid
+    for path in mine:
+        path.write_text("mine")
+    link = run / f".y.corediff-{dead}-link.tmp"
+    link.symlink_to(outside)
     assert _train(run, "--resume", overrides=[*TINY, "train.steps=6"]) == 0
     assert not any(p.exists() for p in junk)
+    assert all(p.read_text() == "mine" for p in mine)
+    assert link.is_symlink() and outside.read_text() == "keep"
 
 
 # -- 4. resume checks the recipe -----------------------------------------------------------

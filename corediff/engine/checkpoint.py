@@ -37,6 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 
+from corediff.engine import safe_files
 from corediff.engine.state import WEIGHT_FILES, TrainingState
 from corediff.errors import TrainingError
 
@@ -65,12 +66,15 @@ os.umask(_UMASK)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
+    """Run ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``
+    (a link or special file at ``path`` is refused, never written through).
 
     If ``write`` fails, ``path`` keeps its old content and the temporary file is removed.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    safe_files.check(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=safe_files.temp_prefix(path.name), suffix=".tmp",
+                                    dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the user's usual mode
@@ -90,10 +94,13 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_dir(target: Path, populate: Callable[[Path], None]) -> None:
     """Fill a fresh temporary directory with ``populate`` and swap it in as ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
     old = target.with_name(f".{target.name}.old")
+    safe_files.ensure_dir(target.parent)
+    for path in (target, old):
+        safe_files.check(path, "dir")
+    tmp = Path(tempfile.mkdtemp(prefix=safe_files.temp_prefix(target.name), suffix=".tmp",
+                                dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
     try:
         populate(tmp)
         for file in tmp.iterdir():

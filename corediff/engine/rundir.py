@@ -10,10 +10,10 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
+from corediff.engine import safe_files
 from corediff.engine.checkpoint import atomic_write_text
 from corediff.errors import TrainingError
 
@@ -48,9 +48,7 @@ class MetricsLog:
 
     def __init__(self, run: RunDir, resume_step: int | None) -> None:
         self.path = run.metrics
-        if os.path.lexists(self.path) and not self.path.is_file():
-            raise TrainingError(f"metrics file '{self.path}' is not a regular file; move it "
-                                "away and run again")
+        safe_files.check(self.path)
         if resume_step is None or not self.path.exists():
             atomic_write_text(self.path, ",".join(COLUMNS) + "\n")
         else:  # repair: drop malformed rows and those a killed run wrote after its checkpoint
@@ -66,10 +64,11 @@ class MetricsLog:
         if importlib.util.find_spec("tensorboard") is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run.root / "tb"), purge_step=resume_step)
+            tb = safe_files.ensure_dir(run.root / "tb")
+            self.writer = SummaryWriter(str(tb), purge_step=resume_step)
 
     def write(self, row: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8", newline="") as handle:
+        with safe_files.open_append(self.path) as handle:
             handle.write(",".join(_format(row[c]) for c in COLUMNS) + "\n")
         if self.writer is not None:
             for key in COLUMNS[1:]:

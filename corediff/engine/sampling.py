@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 from torchvision.utils import save_image
 
+from corediff.engine import safe_files
+from corediff.engine.checkpoint import atomic_write
 from corediff.interfaces import TrajectoryStep
 from corediff.pipeline import Pipeline
 
@@ -29,13 +31,15 @@ def grid_columns(pipeline: Pipeline, n: int) -> int:
 
 
 def save_grid(images: Tensor, path: Path, nrow: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images.clamp(-1, 1), str(path), nrow=nrow, normalize=True, value_range=(-1, 1))
+    """A PNG grid of images in [-1, 1], written atomically (never through a link)."""
+    safe_files.ensure_dir(path.parent)
+    atomic_write(path, lambda tmp: save_image(images.clamp(-1, 1), str(tmp), format="png",
+                                              nrow=nrow, normalize=True, value_range=(-1, 1)))
 
 
 def save_individual(images: Tensor, folder: Path, first: int = 0) -> None:
     """One PNG per image, numbered from ``first`` (``00000.png``, ...)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    safe_files.ensure_dir(folder)
     for i, image in enumerate(images, start=first):
         save_grid(image[None], folder / f"{i:05d}.png", nrow=1)
 
