@@ -133,7 +133,8 @@ def base_run(tmp_path_factory) -> Path:
 
 def tree_digest(*paths: Path) -> dict[str, str]:
     """SHA-256 of every file under ``paths`` (files or folders), by path."""
-    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*")))]
+    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*")))
+             if f.is_file()]
     return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
@@ -216,3 +217,20 @@ def test_a_planted_link_or_special_file_is_refused_and_nothing_outside_changes(
     assert f"'{planted}'" in err and "Traceback" not in err
     assert tree_digest(outside_file, outside_dir) == before
     assert sorted(p.name for p in outside_dir.iterdir()) == ["keep.png"]
+
+
+# -- 5. --overwrite deletes only a corediff run's files --------------------------------------
+def test_overwrite_refuses_a_folder_that_holds_no_run(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    (folder / "samples").mkdir(parents=True)
+    (folder / "samples" / "photo.png").write_bytes(b"a user's image")
+    (folder / "tb").mkdir()
+    before = tree_digest(folder)
+    command = ["train", str(QUICK), "--run-dir", str(folder), "--overwrite", *sets(TINY)]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "but no corediff run" in err and "Traceback" not in err
+    (folder / ".lock").unlink()  # the run's own lock file, empty
+    assert tree_digest(folder) == before and (folder / "tb").is_dir()
+    assert main(["train", str(QUICK), "--run-dir", str(tmp_path / "new"), "--overwrite",
+                 *sets(TINY)]) == 0  # an empty (here: missing) folder is fine
