@@ -28,6 +28,7 @@ EPILOG = """examples:
   corediff sample runs/quickstart --set diffusion.sampler.type=dpmpp_2m --set sample.precision=bf16
   corediff run recipes/flow_digits.toml           flow matching (edm_digits.toml: EDM)
   corediff data prepare recipes/svd_afhq.toml --set data.root=~/afhq/train
+  corediff import diffusers google/ddpm-cifar10-32 --run-dir runs/ddpm_cifar10
   corediff bench --out bench                      check and measure this machine (GPU report)
   corediff plugins list
   corediff recipe show recipes/quickstart.toml
@@ -181,6 +182,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="list the cells x seeds x samplers, what is reused and what runs, "
                        "and the estimated cost; run nothing")
     study.set_defaults(func=_handler("corediff.commands.study:main"))
+
+    imports = commands.add_parser("import", help="turn a checkpoint of another library "
+                                  "into a corediff run directory")
+    import_cmds = imports.add_subparsers(dest="import_command", metavar="FORMAT", required=True)
+    from_diffusers = import_cmds.add_parser(
+        "diffusers", help="a diffusers pipeline folder or Hub repo id (UNet2DModel + scheduler)",
+        description="Write a run directory from a diffusers pipeline folder (a UNet2DModel with "
+        "a DDPM, DDIM, PNDM, Euler, DPM-Solver or UniPC scheduler): schedule, parameterization, "
+        "clipping and weights; sample it with `corediff sample DIR`, any sampler with --set.",
+    )
+    from_diffusers.add_argument("source", metavar="PATH_OR_REPO",
+                                help="pipeline folder, or a Hugging Face repo id (downloaded "
+                                "with huggingface_hub)")
+    from_diffusers.add_argument("--run-dir", required=True, help="the new run directory")
+    from_diffusers.add_argument("--num-classes", type=_bounded(1, 100_000), metavar="N",
+                                help="class-conditional UNet: its N + 1 class rows, the last "
+                                "being the null label")
+    from_diffusers.add_argument("--data-root", default="data/images",
+                                help="image folder `corediff eval` compares with (default "
+                                "data/images; or --set data.root=... later)")
+    from_diffusers.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    from_diffusers.set_defaults(func=_handler("corediff.commands.import_:diffusers"))
 
     data = commands.add_parser("data", help="prepare a recipe's data for fast loading")
     data_cmds = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)

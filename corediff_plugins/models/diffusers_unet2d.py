@@ -7,7 +7,11 @@ corediff trains the same network.
 attention, normalisation, time embedding, ...); the data decides ``sample_size`` and the
 channels. Class-conditional data follows corediff's null-label contract: the class embedding
 has ``num_classes + 1`` rows, the last (``num_classes``) meaning "no class"; ``y=None`` uses
-it. Needs ``pip install diffusers``.
+it. TOML has no null: ``unet_none`` names the arguments set to None (older pipeline
+folders, e.g. ``attention_head_dim`` of ``google/ddpm-cifar10-32``: one head per block).
+``timestep_offset`` is added to the time value the network sees: -1 for weights trained by
+diffusers, whose timestep k has ᾱ = ``alphas_cumprod[k]``, corediff's step k + 1
+(``corediff import diffusers`` sets it). Needs ``pip install diffusers``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 
 from corediff.config import ComponentConfig
@@ -62,6 +66,29 @@ class DiffusersUNet2DConfig(ComponentConfig):
             raise ValueError(f"not UNet2DModel arguments: {', '.join(unknown)}")
         return unet
 
+    unet_none: tuple[str, ...] = Field(
+        (), description="UNet2DModel arguments set to None (TOML has no null), e.g. "
+        "attention_head_dim in older diffusers configs (one head per block).")
+    timestep_offset: int = Field(
+        0, ge=-1000, le=1000, description="Added to the time value the network sees: -1 for "
+        "weights trained by diffusers (its timestep k is corediff's step k + 1).")
+
+    @model_validator(mode="after")
+    def _check_none(self) -> DiffusersUNet2DConfig:
+        both = sorted(set(self.unet_none) & set(self.unet))
+        if both:
+            raise ValueError(f"unet_none and unet both set {', '.join(both)}")
+        taken = sorted(set(self.unet_none) & set(FROM_DATA))
+        if taken:
+            raise ValueError(f"{', '.join(taken)} come from the data; leave them out")
+        try:
+            unknown = sorted(set(self.unet_none) - unet_keys())
+        except ImportError:
+            return self
+        if unknown:
+            raise ValueError(f"not UNet2DModel arguments: {', '.join(unknown)}")
+        return self
+
 
 class DiffusersUNet2D(Model):
     """A wrapped ``diffusers.UNet2DModel``; ``forward(x, t, y)`` returns its ``.sample``."""
@@ -93,12 +120,14 @@ class DiffusersUNet2D(Model):
         from diffusers import UNet2DModel
 
         self.net = UNet2DModel(
-            **self.config.unet, sample_size=image_size, in_channels=in_channels,
-            out_channels=out_channels,
+            **self.config.unet, **dict.fromkeys(self.config.unet_none), sample_size=image_size,
+            in_channels=in_channels, out_channels=out_channels,
             num_class_embeds=None if num_classes is None else num_classes + 1,
         )
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         if self.num_classes is not None and y is None:
             y = torch.full((x.shape[0],), self.null_label, dtype=torch.long, device=x.device)
+        if self.config.timestep_offset:
+            t = t + self.config.timestep_offset
         return self.net(x, t, class_labels=y if self.num_classes is not None else None).sample
