@@ -18,11 +18,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from test_engine_resume import write_recipe
 
+import corediff as corediff_api
 from corediff.cli import main
 from corediff.engine import checkpoint
-from corediff.engine.rundir import read_metrics
+from corediff.engine.distributed import Context
+from corediff.engine.rundir import RunDir, read_metrics
+from corediff.engine.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,3 +238,66 @@ def test_overwrite_refuses_a_folder_that_holds_no_run(tmp_path, capsys):
     assert tree_digest(folder) == before and (folder / "tb").is_dir()
     assert main(["train", str(QUICK), "--run-dir", str(tmp_path / "new"), "--overwrite",
                  *sets(TINY)]) == 0  # an empty (here: missing) folder is fine
+
+
+# -- 4. a kill at any write of the best-checkpoint update ------------------------------------
+MUTATIONS = {"os.rename", "os.replace", "os.remove", "os.rmdir", "os.mkdir", "os.chmod",
+             "os.utime", "shutil.rmtree", "os.truncate"}
+
+
+def writes(event: str, args: tuple) -> bool:
+    """Whether an audit event changes the file system (opens for writing included)."""
+    if event == "open":
+        mode, flags = args[1], args[2]
+        return (mode is not None and any(c in str(mode) for c in "wax+")) or (
+            mode is None and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) != 0)
+    return event in MUTATIONS
+
+
+def save_killed_at(trainer, run_dir: Path, kill_at: int) -> bool:
+    """Save in a forked child that SIGKILLs itself before its ``kill_at``-th file-system
+    write; True when it was killed (False: the save had fewer writes)."""
+    trainer.run = RunDir(run_dir)
+    pid = os.fork()
+    if pid == 0:  # the child: count writes, die at the chosen one
+        count = [0]
+
+        def hook(event: str, args: tuple) -> None:
+            if writes(event, args):
+                count[0] += 1
+                if count[0] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        sys.addaudithook(hook)
+        trainer.save()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+def recorded(path: Path) -> tuple[int, float]:
+    state = checkpoint.load_state(checkpoint.find(path))
+    return state["step"], state["best"]
+
+
+def test_a_kill_at_every_write_of_the_best_update_leaves_best_consistent(tmp_path):
+    recipe = corediff_api.load_recipe(QUICK, TINY)
+    base = tmp_path / "base"
+    trainer = Trainer(corediff_api.build(recipe), RunDir(base), Context(torch.device("cpu")))
+    trainer.fit_components()
+    trainer.smoothed = 2.0
+    trainer.save()  # step 0: best = last, score 2.0
+    trainer.step, trainer.smoothed = 1, 1.0  # step 1 improves: best/ is rewritten
+    kill_at, killed = 1, True
+    while killed:
+        run_dir = tmp_path / f"kill{kill_at}"
+        shutil.copytree(base, run_dir)
+        killed = save_killed_at(trainer, run_dir, kill_at)
+        last, best = run_dir / "checkpoints/last", run_dir / "checkpoints/best"
+        if recorded(last)[1] == 1.0:  # last records the new best: best/ must hold it
+            assert recorded(best) == (1, 1.0), kill_at
+        checkpoint.reconcile(last, best)
+        assert recorded(last)[1] == recorded(best)[1], kill_at
+        assert recorded(best)[0] <= recorded(last)[0], kill_at
+        kill_at += 1
+    assert kill_at > 10 and recorded(last) == recorded(best) == (1, 1.0)

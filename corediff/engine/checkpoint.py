@@ -329,6 +329,30 @@ def copy(source: Path, target: Path) -> None:
     _writing(target, lambda tmp: [shutil.copy2(f, tmp / f.name) for f in source.iterdir()])
 
 
+def reconcile(last: Path, best: Path) -> str | None:
+    """Repair what a crash while ``best`` was updated left: the trainer writes ``best`` then
+    copies it to ``last``, so a ``best`` ahead of ``last`` is the newest complete state and
+    becomes ``last`` too. Returns a notice of the repair, or None when there was none."""
+    found_best = find(best)
+    if found_best is None:
+        return None
+    found_last = find(last)
+    step_best = _step(found_best)
+    step_last = _step(found_last) if found_last is not None else -1
+    if step_best is None or step_last is None or step_best <= step_last:
+        return None
+    copy(found_best, last)
+    return (f"'{best}' (step {step_best}) was ahead of '{last}' after a crash while it was "
+            "updated; 'last' is now a copy of it")
+
+
+def _step(path: Path) -> int | None:
+    """The training step a checkpoint's state.json records (None: none)."""
+    meta = _read_meta(path)
+    step = meta.get("step") if isinstance(meta, dict) else None
+    return step if isinstance(step, int) else None
+
+
 def _writing(target: Path, populate: Callable[[Path], None]) -> None:
     """:func:`atomic_dir`, with a failed write (a full disk, a read-only or vanished
     directory) reported in one line: its temporary directory is gone, the previous

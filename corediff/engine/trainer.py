@@ -337,8 +337,9 @@ class Trainer:
             group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * factor
 
     def save(self) -> None:
-        """Write ``last`` and, when its score is the lowest so far, ``best`` (call on every
-        rank; rank 0 writes). The score is the smoothed training loss, or with ``best_by =
+        """Write ``last`` and, when its score is the lowest so far, ``best`` first (so a crash
+        between the two leaves ``best`` ahead, which the next start copies to ``last``; call on
+        every rank; rank 0 writes). The score is the smoothed training loss, or with ``best_by =
         "val_loss"`` the validation loss, computed here whenever images are held out and
         recorded with its history in the state."""
         self.check_finite()
@@ -355,11 +356,12 @@ class Trainer:
         state = self.state()
         if not self.context.is_main:
             return
-        last = self.run.checkpoint("last")
-        checkpoint.save(last, model=self.model, ema=self.ema.module, state=state,
+        # best/ first: last/'s state.json records the new best score only once best/ holds it
+        first = self.run.checkpoint("best" if improved else "last")
+        checkpoint.save(first, model=self.model, ema=self.ema.module, state=state,
                         recipe_toml=recipe_to_toml(self.recipe))
         if improved:
-            checkpoint.copy(last, self.run.checkpoint("best"))
+            checkpoint.copy(first, self.run.checkpoint("last"))
 
     def check_finite(self) -> None:
         """Refuse to checkpoint NaN/inf weights or optimizer state: one reduction over every
@@ -636,6 +638,8 @@ def _prepare(run: RunDir, context: Context, *, resume: bool, overwrite: bool) ->
     if context.is_main:
         check_run_files(run)
         remove_leftovers(run)
+        if notice := checkpoint.reconcile(run.checkpoint("last"), run.checkpoint("best")):
+            tqdm.write(f"corediff: {notice}", file=sys.stderr)
         if not resume:
             claim(run, overwrite=overwrite)
     barrier(context)
