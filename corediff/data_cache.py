@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -119,6 +120,7 @@ def write(directory: str | Path, images: Iterable[np.ndarray | None], *,
     channels = int(settings["channels"])
     temp = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
     try:
+        remove_leftovers(directory.parent)
         shutil.rmtree(temp, ignore_errors=True)
         temp.mkdir(parents=True)
         rows, offset = [], 0
@@ -148,6 +150,20 @@ def write(directory: str | Path, images: Iterable[np.ndarray | None], *,
         shutil.rmtree(temp, ignore_errors=True)
         raise CorediffError(f"cannot write the image cache '{directory}': {exc}") from None
     return directory
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete the ``<key>.tmp-<pid>`` and ``<key>.old-<pid>`` folders a killed ``data
+    prepare`` left in ``folder`` (only those of a pid no longer running, never a link)."""
+    from corediff.engine.safe_files import pid_alive
+
+    removed = []
+    for path in folder.glob("*.*-*") if folder.is_dir() else ():
+        found = re.fullmatch(r"[0-9a-f]{16}\.(?:tmp|old)-(\d+)", path.name)
+        if found and not pid_alive(int(found.group(1))) and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def read(directory: str | Path) -> Cache:

@@ -17,11 +17,13 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_engine_resume import write_recipe
 
 import corediff as corediff_api
+from corediff import data_cache
 from corediff.cli import main
 from corediff.engine import checkpoint
 from corediff.engine.distributed import Context
@@ -301,3 +303,37 @@ def test_a_kill_at_every_write_of_the_best_update_leaves_best_consistent(tmp_pat
         assert recorded(best)[0] <= recorded(last)[0], kill_at
         kill_at += 1
     assert kill_at > 10 and recorded(last) == recorded(best) == (1, 1.0)
+
+
+# -- 7. a killed `data prepare` leaves a temporary folder the next one removes -------------------
+KILLED_PREPARE = """
+import sys, time
+import numpy as np
+from corediff import data_cache
+
+def images():
+    yield np.zeros((4, 4, 3), np.uint8)
+    print("writing", flush=True)
+    time.sleep(600)
+
+data_cache.write(sys.argv[1], images(), settings={"channels": 3}, sources="x")
+"""
+
+
+def test_a_killed_data_prepare_leaves_nothing_behind_the_next_one(tmp_path):
+    target = tmp_path / ".corediff_cache" / data_cache.settings_key({"channels": 3})
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_PREPARE, str(target)],
+                              stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "writing\n"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    leftover = target.with_name(f"{target.name}.tmp-{writer.pid}")
+    assert leftover.is_dir()
+    kept = [target.with_name(f"{target.name}.tmp-{os.getpid()}-x"),  # not corediff's pattern
+            target.with_name("notes.tmp-1")]
+    for path in kept:
+        path.mkdir()
+    data_cache.write(target, [np.zeros((4, 4, 3), np.uint8)], settings={"channels": 3},
+                     sources="x")
+    assert not leftover.exists() and all(path.is_dir() for path in kept)
+    assert data_cache.read(target).image(0).shape == (4, 4, 3)
