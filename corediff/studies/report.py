@@ -225,8 +225,11 @@ def plot_quality(lines: list[dict[str, Any]], families: dict[str, str], metric: 
             axis.axhline(value, color="gray", linestyle="--", label="floor: real data")
         axis.set(title=f"{family}", xlabel="network evaluations (nfe)", ylabel=metric,
                  xscale="log")
-        ticks = sorted({m["nfe"].mean for m in lines if families.get(m["cell"]) == family
-                        and not math.isnan(m["nfe"].mean)})
+        ticks: list[float] = []
+        for nfe in sorted({m["nfe"].mean for m in lines if families.get(m["cell"]) == family
+                           and not math.isnan(m["nfe"].mean)}):
+            if not ticks or nfe > 1.2 * ticks[-1]:  # 19 next to 20 would overprint
+                ticks.append(nfe)
         axis.set_xticks(ticks)
         axis.xaxis.set_major_formatter(ScalarFormatter())
         axis.xaxis.set_minor_formatter(NullFormatter())
