@@ -27,6 +27,7 @@ EPILOG = """examples:
   corediff sample runs/quickstart --n 16 --set diffusion.sampler.steps=20
   corediff sample runs/quickstart --set diffusion.sampler.type=dpmpp_2m --set sample.precision=bf16
   corediff run recipes/flow_digits.toml           flow matching (edm_digits.toml: EDM)
+  corediff data fetch afhq                        download AFHQ into data/afhq/{train,test}
   corediff data prepare recipes/svd_afhq.toml --set data.root=~/afhq/train
   corediff import diffusers google/ddpm-cifar10-32 --run-dir runs/ddpm_cifar10
   corediff bench --out bench                      check and measure this machine (GPU report)
@@ -205,8 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     from_diffusers.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     from_diffusers.set_defaults(func=_handler("corediff.commands.import_:diffusers"))
 
-    data = commands.add_parser("data", help="prepare a recipe's data for fast loading")
+    data = commands.add_parser("data", help="download a dataset, or prepare a recipe's data "
+                               "for fast loading")
     data_cmds = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    fetch = data_cmds.add_parser(
+        "fetch", help="download a public dataset (afhq) into the folders recipes expect",
+        description="Download a dataset archive from its published link (AFHQ: the StarGAN v2 "
+        "repository's) with a progress bar, resuming a partial download; verify it, extract "
+        "it safely into ROOT/<split>/<class>/ (nothing is left half-extracted) and check the "
+        "published class folders and image counts.",
+    )
+    fetch.add_argument("name", help="the dataset: afhq")
+    fetch.add_argument("--root", help="where it goes (default: data/<name>)")
+    fetch.add_argument("--version", help="afhq: v1 (train/val) or v2 (train/test, default)")
+    fetch.add_argument("--url", help="download the same archive from this mirror")
+    fetch.set_defaults(func=_handler("corediff.commands.data:fetch"))
     prepare = data_cmds.add_parser(
         "prepare", help="decode and resize the recipe's images once into a uint8 cache",
         description="Write the dataset's prepared cache (decoded, resized uint8 images, "

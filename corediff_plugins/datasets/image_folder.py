@@ -93,7 +93,10 @@ class ImageFolderDataset(Dataset):
         root = Path(cfg.root).expanduser()
         if not root.is_dir():
             reason = "is not a folder" if root.exists() else "does not exist"
-            raise CorediffError(f"data.root '{root}' {reason}; expected a folder of images")
+            hint = ("; download AFHQ with `corediff data fetch afhq` (into data/afhq)"
+                    if "afhq" in str(root).lower() else "")
+            raise CorediffError(f"data.root '{root}' {reason}; expected a folder of images"
+                                f"{hint}")
         self.root = root
         self.paths = sorted(
             path for path in root.rglob("*")
