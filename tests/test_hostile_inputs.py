@@ -609,10 +609,7 @@ def test_enough_generated_cases():
 
 #: Cases whose fix belongs to a file another change is editing (corediff/engine/checkpoint.py:
 #: state.json's reader must catch the ValueError of an integer beyond 4300 digits).
-PENDING = {"checkpoint-huge-step", "checkpoint-huge-step-resume"}
-PARAMS = [pytest.param(case, id=case.id, marks=pytest.mark.xfail(
-    strict=True, reason="state.json reader: catch ValueError")) if case.id in PENDING
-    else pytest.param(case, id=case.id) for case in CASES]
+PARAMS = [pytest.param(case, id=case.id) for case in CASES]
 
 
 @pytest.mark.parametrize("case", PARAMS)

@@ -215,6 +215,9 @@ def _read_meta(path: Path) -> Any:
         raise _error(path, "state.json is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise _error(path, f"state.json is not valid JSON: {exc}") from None
+    except ValueError:  # an integer beyond Python's 4300-digit conversion limit
+        raise _error(path, "state.json holds an integer too long to read (over 4300 "
+                     "digits)") from None
     except RecursionError:
         raise _error(path, "state.json is not valid JSON: nested too deeply") from None
 
