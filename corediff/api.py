@@ -74,14 +74,12 @@ def load(
     rebuilt from its stored recipe with ``overrides`` (e.g. another sampler) and its weights
     loaded (EMA unless ``use_ema`` is False, default: the recipe's ``[sample] use_ema``), on
     the recipe's device, in eval mode."""
-    from corediff.engine.loading import load_model, open_checkpoint
+    from corediff.engine.loading import open_and_load
 
     check_path("source", source)
     if which not in ("best", "last"):
         raise ArgumentError(f"which must be 'best' or 'last', not {which!r}")
     if isinstance(overrides, str):
         raise ArgumentTypeError("overrides must be a list of 'KEY=VALUE' strings, not one string")
-    loaded = open_checkpoint(source, which, overrides)
-    ema = loaded.pipeline.recipe.sample.use_ema if use_ema is None else use_ema
-    load_model(loaded, ema)
+    loaded, _ = open_and_load(source, which, overrides, use_ema)
     return loaded.pipeline

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from corediff.engine.images import load_images
-from corediff.engine.loading import load_model, open_checkpoint
+from corediff.engine.loading import open_and_load
 from corediff.engine.sampling import grid_columns, save_grid, save_individual, save_trajectory
 from corediff.errors import ConfigError
 from corediff.paths import check_file, check_folder
@@ -18,13 +18,14 @@ from corediff.pipeline import Pipeline
 
 
 def main(args: argparse.Namespace) -> int:
-    loaded = open_checkpoint(Path(args.source).expanduser(), args.checkpoint, args.overrides)
+    loaded, model = open_and_load(Path(args.source).expanduser(), args.checkpoint,
+                                  args.overrides)
     pipeline = loaded.pipeline
     cfg = pipeline.recipe.sample
     n = args.n if args.n is not None else cfg.n
     seed = args.seed if args.seed is not None else cfg.seed
     if args.restore:
-        return _restore(pipeline, load_model(loaded, cfg.use_ema), args, loaded.run_root,
+        return _restore(pipeline, model, args, loaded.run_root,
                         n=n, seed=seed)
     npz = getattr(args, "format", "png") == "npz"
     if npz and (args.individual or args.trajectory):
@@ -38,7 +39,6 @@ def main(args: argparse.Namespace) -> int:
         check_folder(flag, out)
     else:
         check_file(flag, out)
-    model = load_model(loaded, cfg.use_ema)
     batches = -(-n // cfg.batch_size)
     total = batches * pipeline.sampler.nfe(pipeline.prior.start_step())
     kept, steps, written = [], [], 0

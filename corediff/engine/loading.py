@@ -3,8 +3,16 @@
 :func:`open_checkpoint` finds the checkpoint (a checkpoint directory itself, or a run
 directory's ``checkpoints/<which>``), rebuilds its pipeline from the stored recipe (with
 ``--set`` overrides applied) and DataSpec, and restores the fitted state of every component
-whose type is unchanged; :func:`load_model` then loads the (EMA) weights. Every bad file
-(state.json, recipe.toml, a weight file) is a one-line error naming it.
+whose type is unchanged; :func:`load_model` then loads the (EMA) weights, and
+:func:`open_and_load` does both. Every bad file (state.json, recipe.toml, a weight file) is
+a one-line error naming it.
+
+A trainer may swap ``last`` (or ``best``) for a newer checkpoint while a reader opens it, so
+a reader can see files of two checkpoints (a weight file that "does not match its recorded
+SHA-256") or a checkpoint that vanished mid-read. Such a read is run again: a failure is
+retried, at most :data:`SWAP_RETRIES` times, only when the checkpoint's ``state.json`` (its
+path and bytes) changed while it was read; a failure with the checkpoint unchanged is real
+(a corrupted file) and raised at once.
 """
 
 from __future__ import annotations
@@ -12,10 +20,10 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -23,11 +31,15 @@ from corediff.builder import DataSpec, Pipeline, build
 from corediff.engine import checkpoint
 from corediff.engine.distributed import resolve_device
 from corediff.engine.rundir import RunDir
-from corediff.errors import ConfigError, TrainingError
+from corediff.errors import ConfigError, CorediffError, TrainingError
 from corediff.recipe import apply_overrides, parse_recipe
 
 #: Deepest nesting of tables/arrays accepted in a stored recipe.
 MAX_DEPTH = 64
+#: How many times a read that failed while a writer swapped the checkpoint is run again.
+SWAP_RETRIES = 3
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,58 @@ def open_checkpoint(
     source: str | Path, which: str = "last", overrides: Iterable[str] = ()
 ) -> LoadedCheckpoint:
     """Open ``source`` (a checkpoint directory, or a run directory's ``checkpoints/<which>``)
-    and rebuild its pipeline from its stored recipe with ``overrides`` applied."""
+    and rebuild its pipeline from its stored recipe with ``overrides`` applied (read again
+    if a writer swapped the checkpoint meanwhile)."""
+    overrides = list(overrides)
+    return _despite_swaps(source, which, lambda: _open(source, which, overrides))
+
+
+def open_and_load(
+    source: str | Path, which: str = "last", overrides: Iterable[str] = (),
+    use_ema: bool | None = None,
+) -> tuple[LoadedCheckpoint, nn.Module]:
+    """:func:`open_checkpoint` then :func:`load_model` (EMA weights unless ``use_ema`` is
+    False; default: the recipe's ``[sample] use_ema``), both from the same checkpoint: a
+    swap by a writer between them reads both again."""
+    overrides = list(overrides)
+
+    def read() -> tuple[LoadedCheckpoint, nn.Module]:
+        loaded = _open(source, which, overrides)
+        ema = loaded.pipeline.recipe.sample.use_ema if use_ema is None else use_ema
+        return loaded, load_model(loaded, ema)
+
+    return _despite_swaps(source, which, read)
+
+
+def _despite_swaps(source: str | Path, which: str, read: Callable[[], _T]) -> _T:
+    """``read()``, run again (at most :data:`SWAP_RETRIES` times) when it failed while the
+    checkpoint it reads was replaced; a failure on an unchanged checkpoint is raised."""
+    attempt = 0
+    while True:
+        before = _fingerprint(source, which)
+        try:
+            return read()
+        except CorediffError:
+            if attempt >= SWAP_RETRIES or _fingerprint(source, which) == before:
+                raise
+        attempt += 1
+
+
+def _fingerprint(source: str | Path, which: str) -> tuple[Any, ...]:
+    """What identifies the checkpoint a read would find now: its path, its state.json's
+    inode and change time (every swap makes new ones) and bytes, or the error finding it
+    gives."""
+    try:
+        path = _find(Path(source).expanduser(), which)
+        info = os.stat(path / "state.json")
+        return (str(path), info.st_dev, info.st_ino, info.st_ctime_ns,
+                checkpoint._read_bytes(path, "state.json"))
+    except (CorediffError, OSError) as exc:
+        return ("error", str(exc))
+
+
+def _open(source: str | Path, which: str, overrides: list[str]) -> LoadedCheckpoint:
+    """:func:`open_checkpoint`, once."""
     path = _find(Path(source).expanduser(), which)
     stored = _stored_recipe(path)
     recipe = parse_recipe(apply_overrides(stored, overrides), source=str(path / "recipe.toml"))

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from corediff.builder import Pipeline, instantiate
-from corediff.engine.loading import LoadedCheckpoint, load_model, open_checkpoint
+from corediff.engine.loading import LoadedCheckpoint, open_and_load
 from corediff.errors import CorediffError
 from corediff.evaluation.digits_metric import DigitsMetric
 from corediff.evaluation.inception import inception_metrics
@@ -187,9 +187,8 @@ def evaluate_checkpoint(
     """Open a checkpoint (or a run directory's ``checkpoints/<which>``) with ``overrides``,
     load its (EMA) weights and evaluate it: (the opened checkpoint, the report)."""
     overrides = list(overrides)
-    loaded = open_checkpoint(source, which, overrides)
+    loaded, model = open_and_load(source, which, overrides)
     pipeline = loaded.pipeline
-    model = load_model(loaded, pipeline.recipe.sample.use_ema)
     metrics = evaluate(pipeline, model, n=n, seed=seed)
     return loaded, {
         "checkpoint": str(loaded.path), "step": loaded.state["step"], "n": n, "seed": seed,
