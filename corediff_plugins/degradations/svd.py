@@ -85,12 +85,23 @@ class SVDDegradation(Degradation):
         return frozenset({"stochastic", "svd"}) if config.noise_std > 0 else cls.provides
 
     def ranks(self, full_rank: int, device: torch.device | str = "cpu") -> Tensor:
-        """k(t) for t = 0..T (LongTensor [T + 1]) for matrices of rank ``full_rank``."""
+        """k(t) for t = 0..T (LongTensor [T + 1]) for matrices of rank ``full_rank``, on
+        ``device``. The table is copied to the device once and kept (per rank and device)
+        while the schedule's values stay the same (a fitted schedule changes them): a copy
+        from the host in every step would make the host wait for the device."""
         min_rank = self.config.min_rank
         if min_rank > full_rank:
             raise ValueError(f"svd min_rank={min_rank} exceeds the image rank {full_rank}")
-        fraction = self.schedule.values().clamp(0, 1)
-        return (min_rank + (fraction * (full_rank - min_rank)).round()).long().to(device)
+        values = self.schedule.values()
+        cache = self.__dict__.setdefault("_rank_tables", {})
+        key = (full_rank, torch.device(device))
+        kept = cache.get(key)
+        if kept is not None and kept[0].shape == values.shape and torch.equal(kept[0], values):
+            return kept[1]
+        fraction = values.clamp(0, 1)
+        table = (min_rank + (fraction * (full_rank - min_rank)).round()).long().to(device)
+        cache[key] = (values.clone(), table)
+        return table
 
     def decompose(self, x0: Tensor) -> SVDFactors:
         """Thin SVD of every channel of x0 [B, C, H, W], in float32 at least."""
