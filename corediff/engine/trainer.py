@@ -153,6 +153,8 @@ class Trainer:
         self.pipeline, self.run, self.context = pipeline, run, context
         self.recipe = recipe = pipeline.recipe
         cfg, seed = recipe.train, recipe.run.seed
+        #: the CPU random state every rank shares (None: one process), for fit_components
+        self.shared_rng = torch.get_rng_state() if context.distributed else None
         if context.distributed:  # same initial weights everywhere, distinct dropout masks
             torch.manual_seed(seed + 1000 * context.rank)
         dataset = self.pipeline.dataset
@@ -237,17 +239,22 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------
     def fit_components(self) -> None:
         """Calibrate the non-network components on up to FIT_IMAGES training images (never
-        held-out ones)."""
-        images = fit_images(self.pipeline, self.train_set)
-        for component in self.pipeline.components().values():
-            component.fit(images)
+        held-out ones). Under DDP every rank draws any random crops from the CPU random
+        state all ranks shared before their per-rank reseed, so all fit the same curves."""
+        with torch.random.fork_rng(devices=[], enabled=self.shared_rng is not None):
+            if self.shared_rng is not None:
+                torch.set_rng_state(self.shared_rng)
+            images = fit_images(self.pipeline, self.train_set)
+            for component in self.pipeline.components().values():
+                component.fit(images)
 
     def state(self) -> dict[str, Any]:
         """Everything a resumed run needs besides the weights; per-process random states are
         gathered from every rank (call on all ranks)."""
         spec = self.pipeline.data_spec
         per_rank = gather({"generator": self.generator.get_state(),
-                           "torch": torch.get_rng_state()}, self.context)
+                           "torch": torch.get_rng_state(),
+                           "cuda": own_cuda_rng_state(self.context.device)}, self.context)
         return {
             "step": self.step, "smoothed": self.smoothed, "best": self.best,
             "train_seconds": self.elapsed(),
@@ -279,9 +286,11 @@ class Trainer:
         self.lr_scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
         self.apply_lr()
         self.scaler.load_state_dict(state["scaler"])
-        if len(state["ranks"]) == self.context.world_size:
-            self.generator.set_state(state["ranks"][self.context.rank]["generator"])
-            torch.set_rng_state(state["ranks"][self.context.rank]["torch"])
+        mine = state["ranks"][self.context.rank] \
+            if len(state["ranks"]) == self.context.world_size else None
+        if mine is not None:
+            self.generator.set_state(mine["generator"])
+            torch.set_rng_state(mine["torch"])
         else:  # resumed on another number of processes: fresh per-rank streams
             self.generator.manual_seed(self.recipe.run.seed + 1000 * self.context.rank + self.step)
         self._load_extra(path, state["extra"], (stored or {}).get("diffusion", {}))
@@ -293,13 +302,24 @@ class Trainer:
         except (ValueError, TypeError, OverflowError) as exc:
             raise TrainingError(f"checkpoint '{path}': state.json rng cannot be restored: "
                                 f"{exc}") from None
-        if torch.cuda.is_available():  # as many devices as both machines have
-            for index, cuda_state in enumerate(rng["cuda"][:torch.cuda.device_count()]):
-                torch.cuda.set_rng_state(cuda_state, index)
+        self._load_cuda_rng(mine, rng["cuda"])
         self.step, self.smoothed, self.best = state["step"], state["smoothed"], state["best"]
         self.seconds = state.get("train_seconds", 0.0)
         self.pending = [tuple(p) for p in state["pending"]]
         self.val_history = [(step, loss) for step, loss in state.get("val_history", [])]
+
+    def _load_cuda_rng(self, mine: dict[str, Any] | None, rank0_all: list[Tensor]) -> None:
+        """Restore this rank's own CUDA generator (``mine``: its stored per-rank entry). A
+        checkpoint without per-rank CUDA states (corediff < 0.3) holds only rank 0's, for
+        every device: rank 0 restores those, other ranks keep their fresh per-rank seed."""
+        if not torch.cuda.is_available():
+            return
+        own = mine.get("cuda") if mine is not None else None
+        if isinstance(own, Tensor) and own.numel():
+            torch.cuda.set_rng_state(own, _cuda_index(self.context.device))
+        elif own is None and mine is not None and self.context.rank == 0:
+            for index, cuda_state in enumerate(rank0_all[:torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(cuda_state, index)
 
     def _check_optimizer(self, path: Path) -> None:
         """Refuse optimizer state whose tensors do not fit the parameters they belong to."""
@@ -447,8 +467,8 @@ class Trainer:
         self.val_loader.generator.manual_seed(seed)
         conditional = self.pipeline.data_spec.num_classes is not None
         total = torch.zeros((), dtype=torch.float64, device=device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # forks and seeds the CPU generator only:
+            torch.default_generator.manual_seed(seed)  # torch.manual_seed would reseed CUDA's
             for index, x0, y in self.val_loader:
                 x0 = x0.to(device)
                 y = y.to(device) if conditional else None
@@ -584,6 +604,20 @@ class Trainer:
         save_grid(images, path, nrow=grid_columns(self.pipeline, cfg.n))
         self.trackers.image_file("samples", path, self.step)
         self.model.train()
+
+
+def _cuda_index(device: torch.device) -> int:
+    """The CUDA device index this process uses."""
+    if device.type == "cuda" and device.index is not None:
+        return device.index
+    return torch.cuda.current_device()
+
+
+def own_cuda_rng_state(device: torch.device) -> Tensor:
+    """This process's own CUDA generator state (its device's; empty without CUDA)."""
+    if not torch.cuda.is_available():
+        return torch.empty(0, dtype=torch.uint8)
+    return torch.cuda.get_rng_state(_cuda_index(device))
 
 
 def _lr_scheduler_state(trainer: Trainer) -> dict[str, Any]:
