@@ -30,6 +30,7 @@ EPILOG = """examples:
   corediff data fetch afhq                        download AFHQ into data/afhq/{train,test}
   corediff data prepare recipes/svd_afhq.toml --set data.root=~/afhq/train
   corediff import diffusers google/ddpm-cifar10-32 --run-dir runs/ddpm_cifar10
+  corediff export runs/mine --to diffusers exported/mine   a DDPMPipeline/DDIMPipeline folder
   corediff bench --out bench                      check and measure this machine (GPU report)
   corediff plugins list
   corediff recipe show recipes/quickstart.toml
@@ -205,6 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
                                 "data/images; or --set data.root=... later)")
     from_diffusers.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     from_diffusers.set_defaults(func=_handler("corediff.commands.import_:diffusers"))
+
+    export = commands.add_parser(
+        "export", help="write a run as another library's checkpoint (a diffusers pipeline)",
+        description="Write a Gaussian run whose model is diffusers_unet2d as a diffusers "
+        "pipeline folder (UNet2DModel + DDPM or DDIM scheduler config): "
+        "DDPMPipeline.from_pretrained(DIR) / DDIMPipeline samples what corediff samples on the "
+        "same noise. Push it with huggingface_hub.HfApi().upload_folder.",
+    )
+    export.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
+    export.add_argument("--to", required=True, choices=("diffusers",), help="the format")
+    export.add_argument("out", metavar="DIR", help="the new folder (must not exist, or be empty)")
+    export.add_argument("--checkpoint", choices=("best", "last"), default="last",
+                        help="which checkpoint of a run directory (default: last)")
+    _add_set(export)
+    export.set_defaults(func=_handler("corediff.commands.export:main"))
 
     data = commands.add_parser("data", help="download a dataset, or prepare a recipe's data "
                                "for fast loading")
