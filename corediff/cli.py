@@ -115,12 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sampling seed (default: [sample] seed)")
     sample.add_argument("--checkpoint", choices=("best", "last"), default="last",
                         help="which checkpoint of a run directory (default: last)")
-    sample.add_argument("--out", help="output PNG (grid), .npz (--format npz) or directory "
+    sample.add_argument("--out", help="output PNG (grid), .npz/.pt (--format) or directory "
                         "(--individual)")
     sample.add_argument("--individual", action="store_true", help="one PNG per sample")
-    sample.add_argument("--format", choices=("png", "npz"), default="png",
+    sample.add_argument("--format", choices=("png", "npz", "pt"), default="png",
                         help="png: a grid (default); npz: every sample as uint8 NHWC 'arr_0' "
-                        "(+ labels 'arr_1' when conditional), the ADM evaluation suite's layout")
+                        "(+ labels 'arr_1' when conditional), the ADM evaluation suite's "
+                        "layout; pt: a torch file {'images': float32 NCHW in [-1, 1], "
+                        "'labels'} that torch.load(..., weights_only=True) reads")
     sample.add_argument("--trajectory", action="store_true",
                         help="also write a strip of x_t and x̂0 along the sampling steps")
     sample.add_argument("--restore", metavar="IMAGE_OR_DIR",
@@ -157,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=_bounded(0, MAX_SEED), default=0,
                           help="sampling seed (default 0)")
     evaluate.add_argument("--checkpoint", choices=("best", "last"), default="last")
+    evaluate.add_argument("--reference", metavar="FILE.npz",
+                          help="also score the samples against this reference batch (ADM "
+                          "layout: arr_0 uint8 NHWC): digits FD for digits, Inception "
+                          "FID/KID when available")
     evaluate.add_argument("--out", help="JSON output (default: <run dir>/eval.json)")
     evaluate.set_defaults(func=_handler("corediff.commands.evaluate:main"))
 

@@ -25,6 +25,7 @@ def main(args: argparse.Namespace) -> int:
     check_file("--out" if args.out else "the output", out)
     loaded, report = evaluate_checkpoint(
         source, args.overrides, which=args.checkpoint, n=args.n, seed=args.seed,
+        reference=getattr(args, "reference", None),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(report, indent=1) + "\n")

@@ -27,13 +27,14 @@ def main(args: argparse.Namespace) -> int:
     if args.restore:
         return _restore(pipeline, model, args, loaded.run_root,
                         n=n, seed=seed)
-    npz = getattr(args, "format", "png") == "npz"
+    fmt = getattr(args, "format", "png")
+    npz = fmt in ("npz", "pt")
     if npz and (args.individual or args.trajectory):
-        raise ConfigError("--format npz writes one array file; it cannot be combined with "
+        raise ConfigError(f"--format {fmt} writes one array file; it cannot be combined with "
                           "--individual or --trajectory")
     stem = f"{pipeline.recipe.diffusion.sampler.type}_seed{seed}"
     out = Path(args.out) if args.out else loaded.run_root / "generated" / (
-        stem if args.individual else f"{stem}.{'npz' if npz else 'png'}")
+        stem if args.individual else f"{stem}.{fmt}")
     flag = "--out" if args.out else "the output"
     if args.individual:
         check_folder(flag, out)
@@ -52,8 +53,10 @@ def main(args: argparse.Namespace) -> int:
             else:
                 kept.append(batch.images)
             written += len(batch.images)
-    if npz:
+    if fmt == "npz":
         save_npz(torch.cat(kept), pipeline.labels(n, cfg.label), out)
+    elif fmt == "pt":
+        save_pt(torch.cat(kept), pipeline.labels(n, cfg.label), out)
     elif not args.individual:
         save_grid(torch.cat(kept), out, nrow=grid_columns(pipeline, n))
     print(f"samples: {out}")
@@ -85,6 +88,20 @@ def save_npz(images: torch.Tensor, labels: torch.Tensor | None, out: Path) -> No
             np.savez(handle, *arrays)
 
     atomic_write(out, write)
+
+
+def save_pt(images: torch.Tensor, labels: torch.Tensor | None, out: Path) -> None:
+    """Samples as a torch file of plain tensors (``torch.load(out, weights_only=True)``
+    reads it): ``{"images": float32 [N, C, H, W] in [-1, 1]}``, plus ``"labels"`` int64 [N]
+    when the model is class-conditional; written atomically."""
+    from corediff.engine import safe_files
+    from corediff.engine.checkpoint import atomic_write
+
+    data = {"images": images.detach().float().cpu().contiguous()}
+    if labels is not None:
+        data["labels"] = labels.cpu().to(torch.int64)
+    safe_files.ensure_dir(out.parent)
+    atomic_write(out, lambda tmp: torch.save(data, tmp))
 
 
 def _restore(pipeline: Pipeline, model: torch.nn.Module, args: argparse.Namespace,

@@ -39,6 +39,7 @@ from corediff.errors import CorediffError
 from corediff.evaluation.digits_metric import DigitsMetric
 from corediff.evaluation.inception import inception_metrics
 from corediff.evaluation.memorization import memorization_metrics
+from corediff.evaluation.reference import load_reference, reference_metrics
 from corediff.evaluation.restoration import restoration_applies, restoration_metrics
 from corediff.interfaces import Dataset
 from corediff.registry import registry
@@ -103,9 +104,12 @@ def training_batches(pipeline: Pipeline, seed: int) -> DataLoader:
     return DataLoader(dataset, batch_size=MEMORIZATION_BATCH)
 
 
-def evaluate(pipeline: Pipeline, model: nn.Module, *, n: int, seed: int) -> dict[str, Any]:
+def evaluate(pipeline: Pipeline, model: nn.Module, *, n: int, seed: int,
+             reference: Tensor | None = None) -> dict[str, Any]:
     """Generate n samples from ``model`` (on its device) and compute every metric family of
-    :func:`metric_families`."""
+    :func:`metric_families`; with ``reference`` (images [N, C, H, W] in [-1, 1], e.g. from
+    :func:`.reference.load_reference`) also the samples scored against it (key
+    ``reference``)."""
     cfg, spec = pipeline.recipe.sample, pipeline.data_spec
     families = metric_families(pipeline)
     device = next(model.parameters()).device
@@ -131,6 +135,9 @@ def evaluate(pipeline: Pipeline, model: nn.Module, *, n: int, seed: int) -> dict
         samples, (images for images, _ in training_batches(pipeline, seed)), held_out=held_out,
         device=device,
     )
+    if reference is not None:
+        report["reference"] = reference_metrics(samples, reference, families,
+                                                image_size=spec.image_size, device=device)
     if "restoration" in families:
         x0, y = real_images(pipeline, RESTORATION_IMAGES, seed)
         y = y.to(device) if spec.num_classes is not None else None
@@ -182,14 +189,19 @@ def format_report(report: dict[str, Any], indent: str = "") -> str:
 
 def evaluate_checkpoint(
     source: str | Path, overrides: Iterable[str] = (), *, which: str = "last", n: int,
-    seed: int,
+    seed: int, reference: str | Path | None = None,
 ) -> tuple[LoadedCheckpoint, dict[str, Any]]:
     """Open a checkpoint (or a run directory's ``checkpoints/<which>``) with ``overrides``,
-    load its (EMA) weights and evaluate it: (the opened checkpoint, the report)."""
+    load its (EMA) weights and evaluate it, against the ``reference`` batch (an ADM-layout
+    .npz) too when given: (the opened checkpoint, the report)."""
     overrides = list(overrides)
     loaded, model = open_and_load(source, which, overrides)
     pipeline = loaded.pipeline
-    metrics = evaluate(pipeline, model, n=n, seed=seed)
+    images = None if reference is None else load_reference(
+        reference, pipeline.data_spec.channels)
+    metrics = evaluate(pipeline, model, n=n, seed=seed, reference=images)
+    if reference is not None:
+        metrics["reference"] = {"file": str(reference), **metrics["reference"]}
     return loaded, {
         "checkpoint": str(loaded.path), "step": loaded.state["step"], "n": n, "seed": seed,
         "sampler": pipeline.recipe.diffusion.sampler.model_dump(mode="json"),
