@@ -252,6 +252,12 @@ def test_log_tables_are_validated_per_item_and_omitted_when_absent():
     from corediff.recipe import recipe_to_dict
 
     assert "log" not in recipe_to_dict(corediff.parse_recipe(BASE))  # fingerprints unchanged
+
+
+@needs("mlflow")  # a recipe naming a tracker that is not installed is refused
+def test_log_tables_are_written_with_their_defaults():
+    from corediff.recipe import recipe_to_dict
+
     with_log = corediff.parse_recipe({**BASE, "log": [{"type": "mlflow"}]})
     assert recipe_to_dict(with_log)["log"] == [
         {"type": "mlflow", "experiment": "corediff"}]
@@ -263,6 +269,6 @@ def test_loggers_may_be_added_when_resuming():
     from corediff.recipe import recipe_to_dict
 
     old = recipe_to_dict(corediff.parse_recipe(BASE))
-    new = recipe_to_dict(corediff.parse_recipe({**BASE, "log": [{"type": "tensorboard"}]}))
+    new = {**old, "log": [{"type": "tensorboard"}]}  # as a stored recipe holds it
     assert check_resume(old, new, force=False, where="x") == {
         "log": (None, [{"type": "tensorboard"}])}
