@@ -57,7 +57,7 @@ def train(
         recipe = load_recipe(recipe, overrides)
     settings = recipe.recipe if isinstance(recipe, Pipeline) else recipe
     root = Path(run_dir) if run_dir is not None else Path(settings.run.root) / settings.run.name
-    context = distributed.setup(settings.run.device)
+    context = distributed.setup(settings.run.device, settings.train.collective_timeout_s)
     try:
         run_training(recipe, RunDir(root), context, resume=resume, overwrite=overwrite,
                      force=force)

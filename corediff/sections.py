@@ -57,6 +57,13 @@ class TrainConfig(StrictModel):
         "float32", description="Storage dtype of cached factors (float16: half the memory, "
         "reconstruction RMS error 2e-4, at most 1.1e-3; computed in float32 either way).",
     )
+    collective_timeout_s: float = Field(
+        1800.0, ge=10, le=86_400,
+        description="Seconds a DDP rank waits in a collective before it fails (torchrun runs "
+        "only; NCCL's default is 600). It must cover rank 0 sampling a grid (sample_every) "
+        "while the other ranks wait; a failure at a log row or checkpoint reaches every rank "
+        "at once, one elsewhere (a step) after this long at most.",
+    )
     log_every: PositiveInt = Field(10, description="Steps between metrics rows.")
     sample_every: int = Field(
         0, ge=0, description="Steps between EMA sample grids in <run>/samples (0: none)."

@@ -17,7 +17,7 @@ def _train(args: argparse.Namespace, *, then_sample: bool) -> int:
     root = Path(args.run_dir or Path(recipe.run.root) / recipe.run.name)
     check_folder("--run-dir" if args.run_dir else "the run folder (run.root/run.name)", root)
     run_dir = RunDir(root)
-    context = distributed.setup(recipe.run.device)
+    context = distributed.setup(recipe.run.device, recipe.train.collective_timeout_s)
     try:
         trainer = run_training(recipe, run_dir, context, resume=args.resume,
                                overwrite=args.overwrite, force=args.force)

@@ -6,13 +6,16 @@ runs as the single process rank 0 of 1. Backends: nccl on CUDA, gloo on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from corediff.errors import ConfigError
+from corediff.errors import ConfigError, TrainingError
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def setup(device_name: str) -> Context:
-    """Join the process group when launched by torchrun; pick this process's device."""
+def setup(device_name: str, timeout_s: float | None = None) -> Context:
+    """Join the process group when launched by torchrun; pick this process's device.
+    ``timeout_s`` bounds every collective (``train.collective_timeout_s``): a rank that
+    failed outside the agreed boundaries (:func:`shared_failure`) leaves the others waiting
+    that long at most, not NCCL's default of 10 minutes or gloo's 30."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Context(resolve_device(device_name))
@@ -58,7 +64,8 @@ def setup(device_name: str) -> Context:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        timeout = None if timeout_s is None else timedelta(seconds=timeout_s)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return Context(device, dist.get_rank(), dist.get_world_size())
 
 
@@ -97,3 +104,34 @@ def gather(value: object, context: Context) -> list[object]:
     values: list[object] = [None] * context.world_size
     dist.all_gather_object(values, value)
     return values
+
+
+def agree(error: BaseException | None, context: Context) -> None:
+    """Every rank meets here (a barrier carrying failures): the rank that brings ``error``
+    raises it, and every other rank raises a TrainingError naming the first failed rank and
+    its message, so one rank's failure ends them all at once instead of at a timeout."""
+    if not context.distributed:
+        if error is not None:
+            raise error
+        return
+    message = None if error is None else f"{type(error).__name__}: {error}"
+    messages = gather(message, context)
+    if error is not None:
+        raise error
+    for rank, text in enumerate(messages):
+        if text is not None:
+            raise TrainingError(f"rank {rank} of {context.world_size} failed, so rank "
+                                f"{context.rank} stops too: {text}")
+
+
+@contextlib.contextmanager
+def shared_failure(context: Context) -> Iterator[None]:
+    """A block only some ranks may fail in (rank 0's writes, a rank's own checks), ended by
+    :func:`agree`: every rank meets at its end and an exception on any rank is raised on
+    every rank. The block must call no collective itself."""
+    try:
+        yield
+    except Exception as exc:
+        agree(exc, context)
+        raise
+    agree(None, context)

@@ -38,7 +38,13 @@ from tqdm import tqdm
 from corediff import __version__
 from corediff.builder import build, instantiate
 from corediff.engine import checkpoint, factor_cache
-from corediff.engine.distributed import Context, any_across, barrier, gather, mean_across
+from corediff.engine.distributed import (
+    Context,
+    any_across,
+    gather,
+    mean_across,
+    shared_failure,
+)
 from corediff.engine.factor_cache import FactorCache
 from corediff.engine.guard import (
     RunLock,
@@ -248,13 +254,16 @@ class Trainer:
             for component in self.pipeline.components().values():
                 component.fit(images)
 
-    def state(self) -> dict[str, Any]:
-        """Everything a resumed run needs besides the weights; per-process random states are
-        gathered from every rank (call on all ranks)."""
+    def rank_states(self) -> list[dict[str, Tensor]]:
+        """Every rank's own random states, in rank order (a collective: call on all ranks)."""
+        return gather({"generator": self.generator.get_state(), "torch": torch.get_rng_state(),
+                       "cuda": own_cuda_rng_state(self.context.device)}, self.context)
+
+    def state(self, per_rank: list[dict[str, Tensor]] | None = None) -> dict[str, Any]:
+        """Everything a resumed run needs besides the weights; ``per_rank``: the ranks' random
+        states (default: gathered here from every rank, so call on all ranks)."""
         spec = self.pipeline.data_spec
-        per_rank = gather({"generator": self.generator.get_state(),
-                           "torch": torch.get_rng_state(),
-                           "cuda": own_cuda_rng_state(self.context.device)}, self.context)
+        per_rank = self.rank_states() if per_rank is None else per_rank
         return {
             "step": self.step, "smoothed": self.smoothed, "best": self.best,
             "train_seconds": self.elapsed(),
@@ -361,7 +370,15 @@ class Trainer:
         between the two leaves ``best`` ahead, which the next start copies to ``last``; call on
         every rank; rank 0 writes). The score is the smoothed training loss, or with ``best_by =
         "val_loss"`` the validation loss, computed here whenever images are held out and
-        recorded with its history in the state."""
+        recorded with its history in the state. A failure on any rank (a check, a write) is
+        raised on every rank when they meet at the end."""
+        per_rank = self.rank_states()  # the one collective, while every rank is here
+        with shared_failure(self.context):
+            self.write_checkpoint(per_rank)
+
+    def write_checkpoint(self, per_rank: list[dict[str, Tensor]]) -> None:
+        """:meth:`save`'s work on this rank alone (no collective): check, validate, score,
+        and on rank 0 write."""
         self.check_finite()
         if self.factor_cache is not None:
             self.factor_cache.check()
@@ -373,7 +390,7 @@ class Trainer:
         improved = score is not None and score <= self.best
         if improved:
             self.best = score
-        state = self.state()
+        state = self.state(per_rank)
         if not self.context.is_main:
             return
         # best/ first: last/'s state.json records the new best score only once best/ holds it
@@ -511,8 +528,9 @@ class Trainer:
         cfg, ctx = self.recipe.train, self.context
         self.started = time.perf_counter()
         metrics = MetricsLog(self.run, self.step or None) if ctx.is_main else None
-        if ctx.is_main:
-            self.trackers = Trackers.open(self.recipe, self.run.root, step=self.step)
+        with shared_failure(ctx):  # a tracker rank 0 cannot open stops every rank
+            if ctx.is_main:
+                self.trackers = Trackers.open(self.recipe, self.run.root, step=self.step)
         data = self.batches()
         window: list[tuple[Tensor, Tensor]] = []
         clock, images = time.perf_counter(), 0
@@ -541,28 +559,32 @@ class Trainer:
                 window = []
                 if (row or done) and self.pending:
                     speed = images / (time.perf_counter() - clock)
-                    values = self.row(speed)
-                    if metrics is not None:
-                        metrics.write(values)
-                    self.trackers.scalars({k: v for k, v in values.items() if k != "step"},
-                                          self.step, prefix="train/")
+                    with shared_failure(ctx):  # rank 0's failed write stops every rank
+                        self.write_row(metrics, speed)
                     bar.set_postfix(loss=f"{self.smoothed:.4g}", img_s=f"{speed:.0f}")
                     clock, images = time.perf_counter(), 0
                 if save or done:
                     self.save()
-                if cfg.sample_every and self.step % cfg.sample_every == 0 and ctx.is_main:
-                    self.sample_grid(self.run.sample_grid(self.step))
-                if save or done:
-                    barrier(ctx)
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    with shared_failure(ctx):  # the other ranks wait (collective_timeout_s)
+                        if ctx.is_main:
+                            self.sample_grid(self.run.sample_grid(self.step))
         if metrics is not None:
             metrics.close()
+
+    def write_row(self, metrics: MetricsLog | None, images_per_s: float) -> None:
+        """Write the pending losses' row to metrics.csv (rank 0) and the trackers."""
+        values = self.row(images_per_s)
+        if metrics is not None:
+            metrics.write(values)
+        self.trackers.scalars({k: v for k, v in values.items() if k != "step"}, self.step,
+                              prefix="train/")
 
     def interrupt(self, window: list[tuple[Tensor, Tensor]], signum: int) -> None:
         """Save ``last`` at the current step (losses of the window included) and stop."""
         if window:
             self.check(window)
         self.save()
-        barrier(self.context)
         name = signal.Signals(signum).name
         raise Interrupted(
             f"stopped by {name} at step {self.step} of {self.recipe.train.steps}; 'last' is "
@@ -637,11 +659,8 @@ def run_training(
     objective) and logs what changed in ``resume_log.jsonl``; without a checkpoint yet (a run
     stopped before its first one, a study's cell not started) it starts from step 0.
     """
-    if context.is_main:
-        check_location(run)
-        check_writable(run.root, ("recipe.toml", "metrics.csv", "resume_log.jsonl", ".lock"))
-    with RunLock(run) if context.is_main else contextlib.nullcontext():
-        found = _prepare(run, context, resume=resume, overwrite=overwrite)
+    with contextlib.ExitStack() as held:
+        found = _prepare(run, context, held, resume=resume, overwrite=overwrite)
         if isinstance(recipe, Pipeline):
             pipeline = recipe
         else:
@@ -653,30 +672,36 @@ def run_training(
             stored = _stored_recipe(found)
             changed = check_resume(stored, recipe_to_dict(recipe), force=force, where=str(found))
             trainer.load(found, stored)
-            if context.is_main and changed:
-                log_resume(run, trainer.step, changed, force)
-                checkpoint.atomic_write_text(run.recipe, recipe_to_toml(recipe))
         else:
             trainer.fit_components()
-            if context.is_main:
+        with shared_failure(context):  # rank 0's failed write stops every rank
+            if context.is_main and (found is None or changed):
+                if found is not None:
+                    log_resume(run, trainer.step, changed, force)
                 checkpoint.atomic_write_text(run.recipe, recipe_to_toml(recipe))
         trainer.train()
     return trainer
 
 
-def _prepare(run: RunDir, context: Context, *, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from (None for a new run), after rank 0 has cleaned and
-    claimed the directory."""
+def _prepare(
+    run: RunDir, context: Context, held: contextlib.ExitStack, *, resume: bool, overwrite: bool,
+) -> Path | None:
+    """The checkpoint to resume from (None for a new run), after rank 0 has checked, locked
+    (the lock entered on ``held``), cleaned and claimed the directory; a refusal there stops
+    every rank with rank 0's message."""
     if resume and overwrite:
         raise TrainingError("--resume and --overwrite contradict each other; pick one")
-    if context.is_main:
-        check_run_files(run)
-        remove_leftovers(run)
-        if notice := checkpoint.reconcile(run.checkpoint("last"), run.checkpoint("best")):
-            tqdm.write(f"corediff: {notice}", file=sys.stderr)
-        if not resume:
-            claim(run, overwrite=overwrite)
-    barrier(context)
+    with shared_failure(context):
+        if context.is_main:
+            check_location(run)
+            check_writable(run.root, ("recipe.toml", "metrics.csv", "resume_log.jsonl", ".lock"))
+            held.enter_context(RunLock(run))
+            check_run_files(run)
+            remove_leftovers(run)
+            if notice := checkpoint.reconcile(run.checkpoint("last"), run.checkpoint("best")):
+                tqdm.write(f"corediff: {notice}", file=sys.stderr)
+            if not resume:
+                claim(run, overwrite=overwrite)
     last = run.checkpoint("last")
     found = checkpoint.find(last)
     if resume and found is None and context.is_main:  # stopped before its first checkpoint

@@ -145,7 +145,7 @@ def train_cell(study: Study, cell: Cell, seed: int, out: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(directory / "study.json", json.dumps({"fingerprint": current}) + "\n")
     recipe = cell_recipe(study, cell, seed)
-    context = distributed.setup(recipe.run.device)
+    context = distributed.setup(recipe.run.device, recipe.train.collective_timeout_s)
     clock, cpu = time.perf_counter(), time.process_time()
     try:
         trainer = run_training(recipe, RunDir(directory), context,
