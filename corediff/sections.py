@@ -36,8 +36,9 @@ class TrainConfig(StrictModel):
     )
     compile: bool = Field(False, description="Wrap the model in torch.compile.")
     num_workers: int = Field(
-        0, ge=0, description="DataLoader worker processes (kept alive across epochs). A resume "
-        "is bit-exact with 0, or with workers when the dataset has no random augmentation.",
+        0, ge=0, description="DataLoader worker processes (kept alive across epochs). Each "
+        "item's random augmentation is seeded from (run.seed, rank, epoch, index), so results "
+        "do not depend on the worker count and a resume is bit-exact.",
     )
     prefetch_factor: PositiveInt = Field(
         2, le=64, description="Batches each loader worker prepares ahead (with num_workers > 0).",

@@ -80,28 +80,56 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
 
 
 class _ResumableDataSampler(DistributedSampler):
-    """DistributedSampler whose next epoch can start ``skip`` indices in (resume mid-epoch)."""
+    """DistributedSampler whose next epoch can start ``skip`` indices in (resume mid-epoch);
+    it yields (epoch, index), so that loader workers, persistent or not, know the epoch."""
 
     skip = 0
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         indices = list(super().__iter__())[self.skip:]
         self.skip = 0
-        return iter(indices)
+        return iter([(self.epoch, index) for index in indices])
+
+
+def item_seed(seed: int, rank: int, epoch: int, index: int) -> int:
+    """The seed of one item's random augmentations: a hash of (run seed, rank, epoch,
+    index), so they depend on none of worker count, worker seeds or resume point."""
+    return int(np.random.SeedSequence([seed, rank, epoch, index]).generate_state(
+        1, np.uint64)[0])
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Python's, NumPy's and torch's CPU generators seeded with ``seed`` inside, restored
+    after (what a dataset's augmentations draw from)."""
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            np.random.set_state(numpy)
 
 
 class _Indexed(torch.utils.data.Dataset):
-    """A dataset's items with their index: (index, image, label). For a ``Subset`` the index
-    is the item's index in the full dataset (what the factor cache is keyed by)."""
+    """A dataset's items with their index: (index, image, label), each item drawn under
+    :func:`item_seed` of (``seed``, ``rank``, epoch, index); keys are (epoch, index) pairs or
+    plain indices (epoch 0). For a ``Subset`` the index is the item's index in the full
+    dataset (what the factor cache is keyed by)."""
 
-    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int, rank: int = 0) -> None:
+        self.dataset, self.seed, self.rank = dataset, seed, rank
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[int, Tensor, int]:
-        image, label = self.dataset[index]
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[int, Tensor, int]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        with _seeded(item_seed(self.seed, self.rank, epoch, index)):
+            image, label = self.dataset[index]
         if isinstance(self.dataset, Subset):
             index = self.dataset.indices[index]
         return index, image, label
@@ -189,7 +217,8 @@ class Trainer:
         train_indices, held_out = split_indices(len(dataset), cfg.val_fraction, seed)
         self.train_set = Subset(dataset, train_indices) if held_out else dataset
         self.val_loader = DataLoader(  # the held-out images in a fixed order
-            _Indexed(Subset(dataset, held_out)), batch_size=cfg.batch_size,
+            _Indexed(Subset(dataset, held_out), seed + VALIDATION_SEED_OFFSET),
+            batch_size=cfg.batch_size,
             num_workers=cfg.num_workers, generator=torch.Generator(),
             worker_init_fn=ignore_in_worker,
         ) if held_out else None
@@ -203,7 +232,8 @@ class Trainer:
         workers = {"persistent_workers": True, "prefetch_factor": cfg.prefetch_factor} \
             if cfg.num_workers > 0 else {}
         self.loader = DataLoader(
-            _Indexed(self.train_set), batch_size=cfg.batch_size, sampler=self.data_sampler,
+            _Indexed(self.train_set, seed, context.rank), batch_size=cfg.batch_size,
+            sampler=self.data_sampler,
             num_workers=cfg.num_workers, generator=self.loader_generator,
             drop_last=len(self.data_sampler) >= cfg.batch_size,
             pin_memory=device.type == "cuda", worker_init_fn=ignore_in_worker, **workers,
