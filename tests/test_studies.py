@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from corediff.cli import main
-from corediff.studies.report import estimate
+from corediff.studies.config import load_study
+from corediff.studies.runner import eval_fingerprint, run_fingerprint
+from corediff.studies.statistics import estimate
 
 DATA = Path(__file__).resolve().parent / "data" / "study"
 
@@ -67,6 +69,16 @@ def test_runs_are_tagged_for_trackers_by_study_and_cell(tiny):
     stored = tomllib.loads((tiny / "weighting-min_snr" / "seed1" / "recipe.toml").read_text())
     assert stored["run"]["tags"] == {"study": "tiny", "cell": "weighting=min_snr"}
     assert stored["run"]["seed"] == 1
+
+
+def test_fingerprints_are_pinned():
+    """A recipe key added with a default changes every study's fingerprints, so every run
+    counts as changed and trains again: a key that changes no result (a timeout, a tracker)
+    goes into runner.NO_EFFECT; one that does changes these pins, on purpose."""
+    study = load_study(DATA / "tiny.toml")
+    cell = study.cells()[0]
+    assert run_fingerprint(study, cell, 0) == "9f1f41a6130d630d"
+    assert eval_fingerprint(study, cell, 0, study.spec.samplers[0]) == "ce8bda2ea77f5301"
 
 
 def test_running_again_reuses_every_run_and_evaluation(tiny):

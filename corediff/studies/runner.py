@@ -5,7 +5,8 @@ every sampler (reused only when the evaluation's settings are unchanged).
 Every run and every evaluation carries a **fingerprint**: a hash of everything that determines
 it — for a run, the resolved recipe after the cell's overrides and the seed (its ``[sample]``
 table, sampler and guidance excepted: they act only when sampling; experiment trackers,
-``[log]`` and ``run.tags``, excepted everywhere: they only record) and the corediff version;
+``[log]``, ``run.tags`` and the collective timeout, excepted everywhere: :data:`NO_EFFECT`)
+and the corediff version;
 for an evaluation, the run's fingerprint, the resolved recipe with the sampler's overrides, n,
 the seed and the corediff version. A run or evaluation whose fingerprint differs from the
 study's current one is moved aside into ``<out>/stale/`` (never mixed in, never overwritten)
@@ -33,9 +34,10 @@ from typing import Any
 from corediff.errors import ConfigError
 from corediff.studies.config import Cell, SamplerSpec, Study, load_study
 
-#: Recipe parts that only record what happens (experiment trackers, their tags): in no
-#: fingerprint.
-RECORDING = (("log",), ("run", "tags"))
+#: Recipe keys that do not change what a run computes: experiment trackers and their tags,
+#: and how long processes wait for each other. In no fingerprint (a key added to recipes that
+#: changes no result belongs here, or every study's runs would count as changed).
+NO_EFFECT = (("log",), ("run", "tags"), ("train", "collective_timeout_s"))
 #: Recipe parts that act only when sampling: they do not enter a run's fingerprint either.
 SAMPLE_TIME = (("sample",), ("diffusion", "sampler"), ("diffusion", "guidance"))
 
@@ -68,7 +70,7 @@ def run_fingerprint(study: Study, cell: Cell, seed: int) -> str:
     from corediff.recipe import recipe_to_dict
 
     return fingerprint(without(recipe_to_dict(cell_recipe(study, cell, seed)),
-                               RECORDING + SAMPLE_TIME))
+                               NO_EFFECT + SAMPLE_TIME))
 
 
 def without(data: dict[str, Any], keys: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
@@ -85,7 +87,7 @@ def eval_fingerprint(study: Study, cell: Cell, seed: int, sampler: SamplerSpec) 
     """What determines an evaluation: the run, the sampling recipe, n and the seed."""
     from corediff.recipe import recipe_to_dict
 
-    recipe = without(recipe_to_dict(cell_recipe(study, cell, seed, sampler)), RECORDING)
+    recipe = without(recipe_to_dict(cell_recipe(study, cell, seed, sampler)), NO_EFFECT)
     return fingerprint({"run": run_fingerprint(study, cell, seed), "recipe": recipe,
                         "n": study.spec.study.n, "seed": seed})
 
