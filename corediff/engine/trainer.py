@@ -728,10 +728,10 @@ def _prepare(
             held.enter_context(RunLock(run))
             check_run_files(run)
             remove_leftovers(run)
-            if notice := checkpoint.reconcile(run.checkpoint("last"), run.checkpoint("best")):
-                tqdm.write(f"corediff: {notice}", file=sys.stderr)
             if not resume:
                 claim(run, overwrite=overwrite)
+            elif notice := checkpoint.reconcile(run.checkpoint("last"), run.checkpoint("best")):
+                tqdm.write(f"corediff: {notice}", file=sys.stderr)  # only a run that goes on
     last = run.checkpoint("last")
     found = checkpoint.find(last)
     if resume and found is None and context.is_main:  # stopped before its first checkpoint
