@@ -287,7 +287,7 @@ def test_split_is_deterministic_disjoint_and_covering():
 def test_indexed_subset_yields_original_indices():
     data = [(torch.full((1,), float(i)), i % 3) for i in range(50)]
     picked = torch.randperm(50, generator=fresh())[:17].tolist()
-    indexed = _Indexed(torch.utils.data.Subset(data, picked))
+    indexed = _Indexed(torch.utils.data.Subset(data, picked), seed=0)
     for position, original in enumerate(picked):
         index, image, label = indexed[position]
         assert index == original and image.item() == original and label == original % 3

@@ -342,7 +342,9 @@ def reconcile(last: Path, best: Path) -> str | None:
     found_last = find(last)
     step_best = _step(found_best)
     step_last = _step(found_last) if found_last is not None else -1
-    if step_best is None or step_last is None or step_best <= step_last:
+    if found_last is not None and (step_last is None or step_last < 0):
+        return None  # an unreadable or invalid 'last' is refused where it is loaded, not replaced
+    if step_best is None or step_best < 0 or step_best <= step_last:
         return None
     copy(found_best, last)
     return (f"'{best}' (step {step_best}) was ahead of '{last}' after a crash while it was "
