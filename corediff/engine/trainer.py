@@ -169,6 +169,11 @@ def split_indices(size: int, fraction: float, seed: int) -> tuple[list[int], lis
 Batch = tuple[Tensor, Tensor, Tensor | None]  # (dataset indices, x0, y)
 
 
+def channels_last(device: torch.device) -> bool:
+    """Whether the model and its batches use the channels_last memory format (on CUDA)."""
+    return device.type == "cuda"
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global generators (before building a pipeline, so
     the network's initial weights follow the recipe's seed)."""
@@ -196,7 +201,7 @@ class Trainer:
             raise TrainingError(f"dataset '{recipe.data.type}' is empty")
         device = context.device
         self.model = self.pipeline.model.to(device)
-        if device.type == "cuda":
+        if channels_last(device):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
         self.net: nn.Module = self.model
@@ -322,6 +327,7 @@ class Trainer:
         optimizer["state"] = {int(k): v for k, v in optimizer["state"].items()}
         self.optimizer.load_state_dict(optimizer)
         self._check_optimizer(path)
+        self._moments_like_params()
         self.lr_scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
         self.apply_lr()
         self.scaler.load_state_dict(state["scaler"])
@@ -370,6 +376,18 @@ class Trainer:
                             f"checkpoint '{path}': state.safetensors holds optimizer state "
                             f"'{name}' of shape {tuple(value.shape)} for a parameter of "
                             f"shape {tuple(param.shape)}")
+
+    def _moments_like_params(self) -> None:
+        """Give each loaded optimizer tensor its parameter's memory format: the checkpoint
+        holds them contiguous (NCHW), and NCHW moments beside channels_last parameters take
+        AdamW off its foreach fast path (values are unchanged, so a resume stays exact)."""
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                state = self.optimizer.state.get(param, {})
+                for name, value in state.items():
+                    if (torch.is_tensor(value) and value.shape == param.shape
+                            and value.stride() != param.stride()):
+                        state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
     def _load_extra(self, path: Path, extra: dict[str, Any], stored: dict[str, Any]) -> None:
         """Restore each component's stored state, when its type is the stored one."""
@@ -464,7 +482,7 @@ class Trainer:
             self.loader_generator.manual_seed(self.recipe.run.seed * 100_003 + epoch)
             for index, x0, y in self.loader:
                 x0 = x0.to(device, non_blocking=True)
-                if device.type == "cuda":
+                if channels_last(device):
                     x0 = x0.contiguous(memory_format=torch.channels_last)
                 yield index, x0, y.to(device, non_blocking=True) if conditional else None
             epoch, skip = epoch + 1, 0

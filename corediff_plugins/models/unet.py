@@ -103,7 +103,10 @@ class AttentionBlock(nn.Module):
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
         h, w = x.shape[-2:]
         qkv = self.qkv(self.norm(x).flatten(2))
-        q, k, v = rearrange(qkv, "b (three n d) l -> three b n l d", three=3, n=self.num_heads)
+        # one copy into [3, B, heads, L, d]: q, k and v are then each contiguous, so CUDA's
+        # SDPA can take its flash / memory-efficient kernels instead of the math fallback
+        q, k, v = rearrange(qkv, "b (three n d) l -> three b n l d", three=3,
+                            n=self.num_heads).contiguous().unbind(0)
         out = nn.functional.scaled_dot_product_attention(q, k, v)
         out = self.proj(rearrange(out, "b n l d -> b (n d) l"))
         return x + rearrange(out, "b c (h w) -> b c h w", h=h, w=w)
