@@ -49,8 +49,6 @@ import copy
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -58,6 +56,7 @@ from typing import Any
 import torch
 
 from corediff import __version__
+from corediff.engine import checkpoint
 from corediff.errors import ConfigError
 
 PREDICTIONS = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
@@ -257,19 +256,13 @@ def export_run(source: str | Path, out: str | Path, *, which: str = "last",
                           f"{gap:.2g}); not written")
     import diffusers
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".export", dir=target.parent))
-    try:
-        getattr(diffusers, pipeline_class)(unet=unet, scheduler=scheduler).save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(str(source), pipeline_class,
-                                                  pipeline.recipe), encoding="utf-8")
-        (tmp / "corediff_export.json").write_text(json.dumps(
+    def populate(folder: Path) -> None:
+        getattr(diffusers, pipeline_class)(unet=unet, scheduler=scheduler).save_pretrained(folder)
+        (folder / "README.md").write_text(model_card(str(source), pipeline_class,
+                                                     pipeline.recipe), encoding="utf-8")
+        (folder / "corediff_export.json").write_text(json.dumps(
             {"source": str(source), "checkpoint": which, "corediff_version": __version__,
              "self_check_relative_gap": gap}, indent=2), encoding="utf-8")
-        if target.is_dir():
-            target.rmdir()  # the empty folder it replaces
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    checkpoint.atomic_dir(target, populate)  # a temporary folder swapped in when complete
     return target, pipeline_class, gap

@@ -47,8 +47,6 @@ import math
 import os
 import random
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -373,18 +371,12 @@ def import_pipeline(source: str, run_dir: str | Path, *, num_classes: int | None
                   "diffusers_version": unet.get("_diffusers_version")}
     state = imported_state(pipeline, recipe.run.seed, provenance)
     text = recipe_to_toml(recipe)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".import", dir=target.parent))
-    try:
-        run = RunDir(tmp)
+    def populate(folder: Path) -> None:
+        run = RunDir(folder)
         checkpoint.atomic_write_text(run.recipe, text)
         checkpoint.save(run.checkpoint("last"), model=pipeline.model, ema=pipeline.model,
                         state=state, recipe_toml=text)
         checkpoint.copy(run.checkpoint("last"), run.checkpoint("best"))  # the only one
-        if target.is_dir():
-            target.rmdir()  # the empty folder it replaces
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    checkpoint.atomic_dir(target, populate)  # a temporary folder swapped in when complete
     return target
