@@ -5,9 +5,9 @@ the output on another (a CUDA generator and CPU weights, as the channel-mean GMM
 did). This CPU machine has a single device, so the rule is checked three ways:
 
 * statically, over every module of corediff, the first-party plugins and the example
-  packages: a torch sampler called with ``generator=`` goes through :mod:`corediff.noise`, unless
+  packages: a torch sampler called with ``generator=`` goes through :mod:`corediff.maths.noise`, unless
   that generator is a CPU ``torch.Generator()`` made in the same function;
-* by the :mod:`corediff.noise` helpers' own tests (same numbers as the direct call);
+* by the :mod:`corediff.maths.noise` helpers' own tests (same numbers as the direct call);
 * with CUDA (``pytest -m cuda``): every prior, degradation and sampler of the conformance
   chains runs with a CPU generator driving CUDA tensors and the reverse, and gives the same
   numbers as on the CPU.
@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from corediff import noise
+from corediff.maths import noise
 from corediff.kinds import KINDS
 from corediff.registry import registry
 from corediff.testing import build_chain, chains
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [ROOT / "corediff", ROOT / "corediff_plugins", ROOT / "examples"]
+SOURCES = [ROOT / "corediff", ROOT / "plugins" / "corediff_plugins", ROOT / "examples"]
 SAMPLERS = {"randn", "rand", "randint", "randperm", "multinomial", "normal", "bernoulli",
             "poisson", "randn_like", "rand_like", "randint_like"}
 IN_PLACE = {"normal_", "uniform_", "random_", "bernoulli_", "exponential_", "geometric_",
@@ -44,7 +44,7 @@ def _is_cpu_generator(node: ast.AST) -> bool:
 
 
 def violations(path: Path) -> list[str]:
-    """Calls in ``path`` that draw with a generator without :mod:`corediff.noise`."""
+    """Calls in ``path`` that draw with a generator without :mod:`corediff.maths.noise`."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found = []
     for function in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.Module)]:
@@ -68,10 +68,10 @@ def violations(path: Path) -> list[str]:
 
 def test_every_seeded_draw_follows_its_generator() -> None:
     files = [path for source in SOURCES for path in source.rglob("*.py")
-             if path != ROOT / "corediff" / "noise.py"]
+             if path != ROOT / "corediff" / "maths" / "noise.py"]
     assert len(files) > 50
     found = [line for path in files for line in violations(path)]
-    assert found == [], "draw on the generator's device with corediff.noise:\n" + "\n".join(found)
+    assert found == [], "draw on the generator's device with corediff.maths.noise:\n" + "\n".join(found)
 
 
 def test_the_check_finds_a_direct_draw(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from diffusers import EDMEulerScheduler
 
 import corediff
 from corediff import testing
-from corediff.edm import loss_weight, preconditioning, sigma_steps
-from corediff.gaussian import karras_sigmas
+from corediff.maths.edm import loss_weight, preconditioning, sigma_steps
+from corediff.maths.gaussian import karras_sigmas
 from corediff.recipe import load_recipe
 from corediff.registry import registry
 from corediff_plugins.degradations.edm import EDMDegradation

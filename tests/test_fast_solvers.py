@@ -1,4 +1,4 @@
-"""The fast Gaussian solvers (dpmpp_2m, unipc, euler, heun) and corediff.solvers against
+"""The fast Gaussian solvers (dpmpp_2m, unipc, euler, heun) and corediff.maths.solvers against
 diffusers' DPMSolverMultistep / UniPCMultistep / EulerDiscrete / HeunDiscrete schedulers, step
 by step, with the same analytic network, the same x_T and the same noise.
 
@@ -33,8 +33,8 @@ from diffusers import (
 )
 
 from corediff.denoiser import Denoiser
-from corediff.gaussian import GaussianTables, sigma_at_step, step_from_sigma, ve_sigma
-from corediff.solvers import nodes, solver_steps
+from corediff.maths.gaussian import GaussianTables, sigma_at_step, step_from_sigma, ve_sigma
+from corediff.maths.solvers import nodes, solver_steps
 from corediff.testing import oracle
 from corediff_plugins.degradations.gaussian import GaussianDegradation
 from corediff_plugins.models.unet import UNet

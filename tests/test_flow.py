@@ -1,4 +1,4 @@
-"""Flow matching: corediff.flow, the flow schedule / degradation / velocity parameterization /
+"""Flow matching: corediff.maths.flow, the flow schedule / degradation / velocity parameterization /
 logit-normal time sampler, and the Euler and Heun samplers against diffusers'
 FlowMatchEulerDiscreteScheduler and FlowMatchHeunDiscreteScheduler step by step (float32, as
 diffusers steps), with the same analytic velocity model and the same x_1."""
@@ -13,7 +13,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteSche
 
 import corediff
 from corediff import testing
-from corediff.flow import flow_time_grid, shift_time, visited_times
+from corediff.maths.flow import flow_time_grid, shift_time, visited_times
 from corediff.registry import registry
 from corediff_plugins.degradations.flow import FlowDegradation
 from corediff_plugins.parameterizations.velocity import VelocityParameterization

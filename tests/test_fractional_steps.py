@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import corediff
-from corediff.gaussian import GaussianTables, karras_sigmas, sigma_at_step, step_from_sigma
+from corediff.maths.gaussian import GaussianTables, karras_sigmas, sigma_at_step, step_from_sigma
 
 MARGINAL = ("alpha_bar", "sqrt_alpha_bar", "sqrt_one_minus", "inv_sqrt_one_minus", "snr")
 

@@ -1,4 +1,4 @@
-"""corediff.gaussian, the public Gaussian maths, against the closed forms on fresh random
+"""corediff.maths.gaussian, the public Gaussian maths, against the closed forms on fresh random
 inputs: ε/x0/v conversions invert each other, tables agree with ᾱ, the posterior of a perfect
 x̂0 matches DDPM eq. 7."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from corediff import gaussian
+from corediff.maths import gaussian
 
 
 def _draw(seed: int = 0):

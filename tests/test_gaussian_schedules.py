@@ -8,7 +8,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
 
-from corediff.timesteps import TimeGridConfig, space_timesteps
+from corediff.maths.timesteps import TimeGridConfig, space_timesteps
 from corediff_plugins.schedules.cosine import CosineSchedule
 from corediff_plugins.schedules.linear import LinearSchedule
 from corediff_plugins.schedules.quadratic import QuadraticSchedule

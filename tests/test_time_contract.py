@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import corediff
-from corediff.timesteps import time_at
+from corediff.maths.timesteps import time_at
 
 FLOW = Path(__file__).resolve().parents[1] / "recipes" / "flow_digits.toml"
 EDM = Path(__file__).resolve().parents[1] / "recipes" / "edm_digits.toml"

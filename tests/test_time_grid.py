@@ -1,4 +1,4 @@
-"""The public time grid (corediff.timesteps.time_grid): the lists first-party samplers visit,
+"""The public time grid (corediff.maths.timesteps.time_grid): the lists first-party samplers visit,
 against diffusers' and improved-diffusion's rules."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import corediff
-from corediff.timesteps import even_steps, time_grid
+from corediff.maths.timesteps import even_steps, time_grid
 
 
 def test_the_issue_example_trailing_from_700():

@@ -59,7 +59,7 @@ from corediff.engine.sampling import grid_columns, save_grid
 from corediff.engine.signals import GracefulStop, ignore_in_worker
 from corediff.engine.tracking import Trackers
 from corediff.errors import Interrupted, TrainingError
-from corediff.noise import rand
+from corediff.maths.noise import rand
 from corediff.paths import check_writable
 from corediff.pipeline import Pipeline
 from corediff.recipe import Recipe, parse_recipe, parse_toml, recipe_to_dict, recipe_to_toml

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from corediff.evaluation.frechet import frechet_distance, gaussian_stats
-from corediff.noise import randint
+from corediff.maths.noise import randint
 from corediff.registry import registry
 
 NATIVE_SIZE, NUM_CLASSES, FEATURES = 8, 10, 64

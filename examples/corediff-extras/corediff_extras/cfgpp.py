@@ -31,7 +31,7 @@ from pydantic import Field
 from torch import Tensor
 
 from corediff.config import ComponentConfig
-from corediff.gaussian import GaussianTables, eps_from_x0
+from corediff.maths.gaussian import GaussianTables, eps_from_x0
 from corediff.interfaces import Guidance, Prediction
 
 

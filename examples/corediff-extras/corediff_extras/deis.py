@@ -35,7 +35,7 @@ with our ``spacing="trailing"`` (the default), provided diffusers' last sigma (i
 timestep 0, our t = 1) is replaced by 0 — DEIS in diffusers has no ``final_sigmas_type="zero"``
 and its formulas give 0·∞ there, so the comparison test uses a vanishing sigma instead.
 diffusers' DEIS "linspace" / "leading" grids differ from corediff's (DDIM's) grids of those
-names; every spacing of :func:`corediff.timesteps.time_grid` is accepted here.
+names; every spacing of :func:`corediff.maths.timesteps.time_grid` is accepted here.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Denoise, Sampler, Step
-from corediff.timesteps import TimeGridConfig, time_grid
+from corediff.maths.timesteps import TimeGridConfig, time_grid
 
 #: diffusers' rule for ``lower_order_final``: only runs of fewer than this many steps.
 LOWER_ORDER_FINAL_BELOW = 15

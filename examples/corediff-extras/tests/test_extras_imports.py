@@ -9,9 +9,9 @@ from pathlib import Path
 import corediff_extras
 
 PACKAGE = Path(corediff_extras.__file__).parent
-PUBLIC = {"corediff", "corediff.config", "corediff.interfaces", "corediff.timesteps",
-          "corediff.gaussian", "corediff.noise", "corediff.capabilities", "corediff.testing",
-          "corediff.denoiser", "corediff.pipeline", "corediff.kinds", "corediff.cold"}
+PUBLIC = {"corediff", "corediff.config", "corediff.interfaces", "corediff.maths.timesteps",
+          "corediff.maths.gaussian", "corediff.maths.noise", "corediff.capabilities", "corediff.testing",
+          "corediff.denoiser", "corediff.pipeline", "corediff.kinds", "corediff.maths.cold"}
 
 
 def imports(tree: ast.AST) -> list[tuple[str, list[str]]]:
@@ -47,7 +47,7 @@ def problems(source: str) -> list[str]:
 
 
 def test_checker_catches_violations():
-    bad = ("from corediff._x import a\nfrom corediff.gaussian import _private\n"
+    bad = ("from corediff._x import a\nfrom corediff.maths.gaussian import _private\n"
            "import corediff_plugins.samplers.ddim\nfrom corediff.registry import registry\n"
            "import corediff\ncorediff._API\n")
     assert len(problems(bad)) == 5
