@@ -397,10 +397,18 @@ class Sampler(ParameterizedComponent):
     :meth:`step` (one move from t to t_next); :meth:`plan` precomputes per-step coefficients
     once per run so the loop does no float64 maths and no host sync. A sampler that evaluates
     the network more than once per step (Heun: 2) sets ``evaluations_per_step``.
+
+    ``order`` declares the global convergence order of a deterministic sampler on the
+    probability-flow ODE (Euler 1, Heun and DPM-Solver++(2M) 2, ...); the conformance suite
+    checks that its error falls at that rate. ``stochastic`` marks a sampler whose output
+    depends on fresh noise (ancestral, SDE); it is checked by the moments of its outputs.
+    ``None`` (the default) leaves the order unchecked.
     """
 
     kind = "sampler"
     evaluations_per_step: ClassVar[int] = 1
+    order: ClassVar[int | None] = None
+    stochastic: ClassVar[bool] = False
 
     @abstractmethod
     def timesteps(self, start: int | float | None = None) -> list[int] | list[float]:
