@@ -2,8 +2,10 @@
 (``requires``), each name with its meaning.
 
 A plugin's capabilities are validated when it loads (:func:`validate_declaration`):
-``provides`` is a set of known names, ``requires`` maps known kinds to sets of known names; a
-string where a set belongs, an unknown kind or an unknown name is an error naming the plugin.
+``provides`` is a set of known names of the plugin's own kind (a sampler cannot promise what
+only a degradation can keep), ``requires`` maps known kinds to sets of known names of that
+kind; a string where a set belongs, an unknown kind or an unknown name, or a name of another
+kind is an error naming the plugin.
 The recipe loader then refuses a combination whose requirements are not met.
 
 Third-party packages may add names with :func:`define` (call it at import time of the module
@@ -108,14 +110,27 @@ def _names(value: Any, plugin: str, what: str) -> frozenset[str]:
     return names
 
 
-def validate_provides(value: Any, plugin: str) -> frozenset[str]:
-    """``provides`` checked: a set of known capability names."""
-    return _names(value, plugin, "provides")
+def validate_provides(value: Any, plugin: str, kind: str) -> frozenset[str]:
+    """``provides`` checked: a set of known capability names of the ``kind`` providing them."""
+    names = _names(value, plugin, "provides")
+    _own_kind(names, kind, plugin, "provides")
+    return names
 
 
-def validate_declaration(cls: type, plugin: str) -> None:
-    """Check a plugin class's ``provides`` and ``requires`` (raises PluginError)."""
-    validate_provides(getattr(cls, "provides", frozenset()), plugin)
+def _own_kind(names: frozenset[str], kind: str, plugin: str, what: str) -> None:
+    """Refuse a capability name that another kind provides."""
+    wrong = sorted(n for n in names if _VOCABULARY[n].kind != kind)
+    if wrong:
+        owner = _VOCABULARY[wrong[0]].kind
+        raise PluginError(
+            f"{plugin}: {what} names '{wrong[0]}', which a {owner} provides, not a {kind}."
+        )
+
+
+def validate_declaration(cls: type, plugin: str, kind: str) -> None:
+    """Check the ``provides`` and ``requires`` of a plugin class of ``kind`` (raises
+    PluginError)."""
+    validate_provides(getattr(cls, "provides", frozenset()), plugin, kind)
     requires = getattr(cls, "requires", {})
     if not isinstance(requires, Mapping):
         raise PluginError(
@@ -128,11 +143,5 @@ def validate_declaration(cls: type, plugin: str) -> None:
                 f"{plugin}: requires names unknown kind '{kind}'.{did_you_mean(str(kind), BY_NAME)}"
                 f" Kinds: {', '.join(BY_NAME)}."
             )
-        names = _names(needed, plugin, f"requires['{kind}']")
-        wrong = sorted(n for n in names if _VOCABULARY[n].kind != kind)
-        if wrong:
-            owner = _VOCABULARY[wrong[0]].kind
-            raise PluginError(
-                f"{plugin}: requires['{kind}'] names '{wrong[0]}', which a {owner} provides, "
-                f"not a {kind}."
-            )
+        _own_kind(_names(needed, plugin, f"requires['{kind}']"), kind, plugin,
+                  f"requires['{kind}']")

@@ -170,7 +170,8 @@ def _config_type(cls: type) -> str:
 
 def _check_plugin(info: PluginInfo, cls: Any) -> None:
     """A plugin must subclass its kind's interface, carry a Config typed with its name and
-    declare its capabilities from the vocabulary (:mod:`corediff.capabilities`)."""
+    declare its capabilities from the vocabulary (:mod:`corediff.capabilities`), providing
+    only its own kind's."""
     from corediff.capabilities import validate_declaration
     from corediff.config import ComponentConfig
 
@@ -187,7 +188,7 @@ def _check_plugin(info: PluginInfo, cls: Any) -> None:
             f"{where}: its Config declares type Literal['{declared}'], "
             f"expected Literal['{info.name}'] (the entry-point name)."
         )
-    validate_declaration(cls, where)
+    validate_declaration(cls, where, info.kind)
 
 
 REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in GROUPS}

@@ -50,6 +50,8 @@ def _load(fake_dist, name: str, declaration: str):
     ('provides = "snr"',
      "provides must be a set of capability names, e.g. frozenset({'gaussian'}), not str 'snr'"),
     ('requires = ["snr"]', "requires must map kinds to capability sets"),
+    ('provides = frozenset({"snr"})',
+     "provides names 'snr', which a degradation provides, not a loss_weighting."),
 ])
 def test_capability_mistakes_are_refused_naming_the_plugin(fake_dist, declaration, message):
     with pytest.raises(PluginError) as info:
@@ -57,6 +59,22 @@ def test_capability_mistakes_are_refused_naming_the_plugin(fake_dist, declaratio
     text = str(info.value)
     assert text.startswith("loss_weighting 'wbad' from fake-wbad 0.3 (target 'fake_wbad:W'): ")
     assert message in text
+
+
+def test_a_plugin_providing_another_kinds_capability_is_reported_not_fatal(fake_dist):
+    """A sampler promising 'gaussian' (a degradation's capability) is refused when it loads;
+    check_plugins reports it and every other plugin still loads."""
+    sampler = PLUGIN.replace("LossWeighting", "Sampler").replace(
+        "def weight(self, t):\n        return torch.ones_like(t, dtype=torch.float64)",
+        "def timesteps(self, start=None):\n        return [1]\n"
+        "    def step(self, x, step, denoise):\n        return x, x")
+    fake_dist("fake-sbad", "0.1", {"corediff.samplers": {"sbad": "fake_sbad:W"}},
+              modules={"fake_sbad": sampler.format(
+                  name="sbad", declaration='provides = frozenset({"gaussian"})')})
+    failures = [str(f) for f in corediff.check_plugins()]
+    assert failures == ["sampler 'sbad' from fake-sbad 0.1 (target 'fake_sbad:W'): provides "
+                        "names 'gaussian', which a degradation provides, not a sampler."]
+    assert registry("sampler").get("ddim").__name__ == "DDIMSampler"
 
 
 def test_a_valid_declaration_loads(fake_dist):
