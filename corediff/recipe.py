@@ -86,28 +86,39 @@ def recipe_error(source: str, problems: Iterable[Problem | str]) -> ConfigError:
 # -- loading -----------------------------------------------------------------------------
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     """Read a TOML recipe, apply ``KEY=VALUE`` overrides, validate it and check it."""
-    path = Path(path)
-    try:  # only a regular file is opened: reading a FIFO would wait for a writer forever
+    data = read_toml(Path(path), f"recipe file '{path}'")
+    return parse_recipe(apply_overrides(data, overrides), source=str(path))
+
+
+def read_toml(path: Path, name: str, missing: str = "not found") -> dict[str, Any]:
+    """The TOML file at ``path`` as data — corediff's one reader of TOML files (recipes,
+    stored recipes, studies) — or one :class:`ConfigError` beginning with ``name`` (how the
+    file is named, e.g. ``recipe file 'r.toml'``): missing (``name`` + ``missing``), not a
+    regular file (a FIFO is never opened: reading it would wait for a writer forever),
+    unreadable, not UTF-8 text (binary), or refused by :func:`parse_toml`."""
+    try:
         mode = path.stat().st_mode
         if not stat.S_ISREG(mode):
             kind = "a directory" if stat.S_ISDIR(mode) else (
                 "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket")
-            raise ConfigError(f"recipe file '{path}' is {kind}, not a regular file")
+            raise ConfigError(f"{name} is {kind}, not a regular file")
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"recipe file '{path}' not found") from None
+        dangling = path.is_symlink()
+        raise ConfigError(f"{name} is a symbolic link to nowhere" if dangling else
+                          f"{name} {missing}") from None
     except OSError as exc:
-        raise ConfigError(f"recipe file '{path}' cannot be read: {exc.strerror}") from None
+        raise ConfigError(f"{name} cannot be read: {exc.strerror}") from None
     except ValueError:  # a NUL character in the path
-        raise ConfigError(f"recipe file {str(path)!r}: its path {NUL}") from None
+        shown = name.replace("\0", "\\x00")
+        raise ConfigError(f"{shown}: its path {NUL}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = "\0"
     if "\0" in text:  # undecodable, or binary that happens to decode
-        raise ConfigError(f"recipe file '{path}' is not UTF-8 text")
-    data = parse_toml(text, str(path))
-    return parse_recipe(apply_overrides(data, overrides), source=str(path))
+        raise ConfigError(f"{name} is not UTF-8 text")
+    return parse_toml(text, str(path))
 
 
 #: Deepest nesting of tables and arrays accepted in a TOML file.

@@ -316,6 +316,10 @@ def cases() -> list[Case]:
         Case("recipe.toml-not_utf8", write(stored, b"\xff\xfe\x00[data]"), sample,
              "is not UTF-8 text"),
         Case("recipe.toml-deep", write(stored, deep("[")), sample, "nested more than"),
+        Case("recipe.toml-huge_integer", write(stored, b"[train]\nsteps = " + b"9" * 5000),
+             sample, "an integer has more than 4300 digits"),
+        Case("recipe.toml-binary", write(stored, bytes(range(256)) * 4), sample,
+             "recipe.toml is not UTF-8 text"),
         Case("recipe.toml-directory", directory(stored), sample,
              "recipe.toml is a directory, not a regular file"),
     ]

@@ -280,7 +280,7 @@ def test_a_missing_or_binary_study_file(tmp_path, capsys):
     (tmp_path / "binary.toml").write_bytes(b"\xff\xfe\x00junk")
     assert main(["study", str(tmp_path / "binary.toml")]) == 2
     err = capsys.readouterr().err
-    assert "not found" in err and "cannot be read" in err
+    assert "none.toml' not found" in err and "binary.toml' is not UTF-8 text" in err
 
 
 def test_the_interval_is_students_t():

@@ -18,8 +18,6 @@ path and bytes) changed while it was read; a failure with the checkpoint unchang
 from __future__ import annotations
 
 import os
-import stat
-import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +30,8 @@ from corediff.engine import checkpoint
 from corediff.engine.distributed import resolve_device
 from corediff.engine.rundir import RunDir
 from corediff.errors import ConfigError, CorediffError, TrainingError
-from corediff.recipe import apply_overrides, parse_recipe
+from corediff.recipe import apply_overrides, parse_recipe, read_toml
 
-#: Deepest nesting of tables/arrays accepted in a stored recipe.
-MAX_DEPTH = 64
 #: How many times a read that failed while a writer swapped the checkpoint is run again.
 SWAP_RETRIES = 3
 
@@ -164,52 +160,9 @@ def load_model(loaded: LoadedCheckpoint, use_ema: bool) -> nn.Module:
 
 def _stored_recipe(path: Path) -> dict[str, Any]:
     """The checkpoint's recipe.toml as TOML data (not validated yet)."""
-    source = path / "recipe.toml"
-    try:
-        stat_mode = os.stat(source).st_mode
-    except FileNotFoundError:
-        what = "a symbolic link to nowhere" if os.path.islink(source) else "missing"
-        raise ConfigError(f"checkpoint '{path}': recipe.toml is {what}; the checkpoint "
-                          "cannot be rebuilt without the recipe it was trained with") from None
-    except OSError as exc:
-        raise ConfigError(f"recipe file '{source}' cannot be read: {exc.strerror}") from None
-    if not stat.S_ISREG(stat_mode):
-        kind = "a directory" if stat.S_ISDIR(stat_mode) else (
-            "a FIFO" if stat.S_ISFIFO(stat_mode) else "not a regular file")
-        raise ConfigError(f"checkpoint '{path}': recipe.toml is {kind}, not a regular file")
-    try:
-        raw = source.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"recipe file '{source}' cannot be read: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = "\0"
-    if "\0" in text:
-        raise ConfigError(f"recipe file '{source}' is not UTF-8 text")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
-    except RecursionError:
-        data = None
-    if data is None or _depth(data) > MAX_DEPTH:
-        raise ConfigError(f"{source}: TOML syntax error: nested more than {MAX_DEPTH} levels "
-                          "deep")
-    return data
-
-
-def _depth(data: Any) -> int:
-    """Nesting depth of tables and arrays (iterative: no recursion on hostile input)."""
-    deepest, stack = 0, [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            deepest = max(deepest, depth)
-            if depth <= MAX_DEPTH:
-                stack.extend((v, depth + 1) for v in (
-                    value.values() if isinstance(value, dict) else value))
-    return deepest
+    return read_toml(path / "recipe.toml", f"checkpoint '{path}': recipe.toml",
+                     missing="is missing; the checkpoint cannot be rebuilt without the "
+                     "recipe it was trained with")
 
 
 def _find(source: Path, which: str) -> Path:

@@ -51,7 +51,7 @@ from corediff.config import Seed, StrictModel
 from corediff.errors import ConfigError, did_you_mean
 from corediff.evaluation.names import METRICS
 from corediff.limits import MAX_SAMPLES
-from corediff.recipe import Problem, _problems, parse_toml
+from corediff.recipe import Problem, _problems, read_toml
 
 #: A plain name: a cell, sampler, axis or level (they name folders of the study).
 PLAIN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,59}$"
@@ -263,13 +263,7 @@ def matches(labels: dict[str, str], selector: str) -> bool:
 def load_study(path: str | Path) -> Study:
     """Read and validate a study file; every problem at once, by table and key (exit 2)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8") if path.is_file() else None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"study file '{path}' cannot be read: {exc}") from None
-    if text is None:
-        raise ConfigError(f"study file '{path}' not found (or not a regular file)")
-    data = parse_toml(text, str(path))
+    data = read_toml(path, f"study file '{path}'")
     try:
         spec = StudyFile.model_validate(data)
     except ValidationError as exc:
