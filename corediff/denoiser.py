@@ -53,6 +53,12 @@ class Denoiser:
         self.labelled = labelled or labels is not None
         self.evaluations = 0
 
+    def start(self) -> None:
+        """Begin a sampling run: the guidance's per-run state starts empty
+        (:meth:`~corediff.interfaces.Guidance.start`)."""
+        if self.guidance is not None:
+            self.guidance.start()
+
     def output(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
         """One network evaluation (counted), on the input and time value the
         parameterization conditions it with (:meth:`Parameterization.condition`)."""

@@ -447,6 +447,7 @@ class Sampler(ParameterizedComponent):
         from corediff.denoiser import Denoiser
 
         denoise = model if isinstance(model, Denoiser) else Denoiser(model, self.parameterization)
+        denoise.start()
         first_count = denoise.evaluations
         visited = self.timesteps(start)
         plan = self.plan(visited)
@@ -474,9 +475,27 @@ class Guidance(ParameterizedComponent):
     The null label is ``num_classes`` (see :class:`Model`); the unconditional output is the
     network at the null label. When :meth:`active` is false at a step, the sampler sees the
     conditional prediction alone and the network runs once on B images, not 2B.
+
+    Per-run state: :attr:`state` is a dict that lives for one sampling run (a momentum
+    buffer, the previous step's guided output), as ``Step.state`` does for a sampler;
+    :meth:`start` empties it before the first step of every run.
     """
 
     kind = "guidance"
+
+    def __init__(
+        self, config: ComponentConfig | None = None, *, degradation: Degradation,
+        parameterization: Parameterization,
+    ) -> None:
+        super().__init__(config, degradation=degradation, parameterization=parameterization)
+        self.state: dict[str, Any] = {}
+
+    def start(self) -> None:
+        """Begin a sampling run: :attr:`state` becomes a new empty dict. The sampler's loop
+        calls it (through the :class:`~corediff.denoiser.Denoiser`) once per run, before its
+        first step: each batch of ``Pipeline.generate``, each ``restore``. Override to put
+        the run's initial state in it, calling ``super().start()`` first."""
+        self.state = {}
 
     @abstractmethod
     def active(self, t: int | float) -> bool:

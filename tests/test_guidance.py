@@ -1,14 +1,19 @@
 """Guidance plugins against their closed forms: cfg (Ho & Salimans 2022, eq. 6) bit-exact with
 v0.1's formula, cfg_rescale against Lin et al. 2023, eq. 15-16, cfg_interval's
-interval, and the Denoiser's batching (one network call on [x, x] with labels [y, ∅])."""
+interval, the Denoiser's batching (one network call on [x, x] with labels [y, ∅]) and the
+guidance's per-run state."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import pytest
 import torch
 
 import corediff
+from corediff.config import ComponentConfig
 from corediff.denoiser import Denoiser
+from corediff.interfaces import Guidance
 
 
 @pytest.fixture
@@ -77,3 +82,46 @@ def test_cfg_interval_guides_only_inside(parts):
     assert not _guidance(parts, "cfg_interval", scale=1.0, low=0.2, high=0.6).active(40)
     with pytest.raises(Exception, match="low = 0.6 must be below high = 0.2"):
         _guidance(parts, "cfg_interval", low=0.6, high=0.2)
+
+
+class MomentumGuidance(Guidance):
+    """CFG on a momentum of the guidance direction, as APG keeps one (Sadat et al. 2024,
+    "Eliminating Oversaturation and Artifacts of High Guidance Scales", Algorithm 1):
+    Δ ← (m(y) − m(∅)) + β·Δ with β = −0.5, guided = m(∅) + s·Δ, Δ = 0 when a run starts."""
+
+    class Config(ComponentConfig):
+        type: Literal["momentum_test"] = "momentum_test"
+
+    def active(self, t):
+        return True
+
+    def start(self):
+        super().start()
+        self.state["delta"] = 0.0
+        self.state["combined"] = 0
+
+    def combine(self, cond, uncond, x_t, t):
+        self.state["delta"] = (cond - uncond) - 0.5 * self.state["delta"]
+        self.state["combined"] += 1
+        return self.parameterization.predict(uncond + 3.0 * self.state["delta"], x_t, t)
+
+
+def test_guidance_state_lives_for_one_sampling_run(parts):
+    degradation, parameterization = parts
+    sampler = corediff.create("sampler", "ddim", degradation=degradation,
+                              parameterization=parameterization, steps=5)
+    guidance = MomentumGuidance(degradation=degradation, parameterization=parameterization)
+    x, y = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(2)), torch.arange(3)
+
+    def run(guide, denoiser=None):
+        denoiser = denoiser or Denoiser(_network([]), parameterization, guidance=guide,
+                                        labels=y, null_label=10)
+        return sampler.sample(denoiser, x, generator=torch.Generator().manual_seed(0)).sample
+
+    once = Denoiser(_network([]), parameterization, guidance=guidance, labels=y, null_label=10)
+    first, second = run(guidance, once), run(guidance, once)  # one Denoiser, two runs
+    assert guidance.state["combined"] == 5  # this run's steps only, not 10
+    assert torch.equal(first, second)  # the second run did not start from the first's Δ
+    assert torch.equal(first, run(MomentumGuidance(degradation=degradation,
+                                                   parameterization=parameterization)))
+    assert not torch.equal(first, run(_guidance(parts, "cfg", scale=3.0)))  # Δ matters
