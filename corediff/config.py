@@ -59,3 +59,12 @@ class LossWeightingConfig(ComponentConfig):
     applies."""
 
     loss_type: Literal["l2", "l1"] = Field("l2", description="Element-wise loss: l2 or l1.")
+
+
+class ObjectiveConfig(ComponentConfig):
+    """Config base of training objectives: the teacher run a distillation objective learns
+    from (see :class:`corediff.interfaces.Objective`)."""
+
+    teacher: str | None = Field(
+        None, description="A corediff run directory or checkpoint the objective distils "
+        "(only for objectives that need a teacher).")

@@ -712,3 +712,126 @@ class Logger(Component):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and close the tracker run (called once per session)."""
+
+
+@dataclass
+class ObjectiveBatch:
+    """One batch as an objective sees it.
+
+    ``x0`` [B, C, H, W] (on the training device), ``y`` labels [B] or None, ``index`` their
+    dataset indices (or None). ``net(x, time_value, y)`` is the trained network (wrapped for
+    DDP or ``torch.compile``, run under the recipe's autocast) returning float32; call it with
+    ``parameterization.condition(x_t, t)``. ``degrade(t, noise)`` is D(x0, t, noise) of this
+    batch's images (through the SVD factor cache when training has one). ``generator`` is the
+    stream every random draw must come from (the training stream, or validation's own), and
+    ``training`` is False for the held-out validation loss (no learning from it: no
+    ``time_sampler.observe``, no state change). :meth:`drop_labels` applies the recipe's
+    ``train.label_dropout`` (classifier-free guidance training), drawing from ``generator``.
+    """
+
+    x0: Tensor
+    y: Tensor | None
+    index: Tensor | None
+    net: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    degrade: Callable[[Tensor, Tensor | None], Tensor]
+    generator: torch.Generator
+    training: bool
+    label_dropout: float = 0.0
+    null_label: int | None = None
+
+    def drop_labels(self) -> Tensor | None:
+        """``y`` with each label replaced by the null label with probability
+        ``label_dropout`` (one uniform draw per label from ``generator``; y unchanged, and
+        nothing drawn, without labels or dropout)."""
+        from corediff.maths.noise import rand
+
+        if self.y is None or self.label_dropout <= 0:
+            return self.y
+        drop = rand(self.y.shape, self.generator, self.y.device) < self.label_dropout
+        return torch.where(drop, self.null_label, self.y)
+
+
+@dataclass
+class ObjectiveLosses:
+    """What an objective returns: ``per_sample`` losses [B] (float32, already weighted; the
+    engine minimises their mean) and ``logs``, scalar tensors to report (averaged over each
+    metrics row and sent to the trackers as ``train/<name>``; kept on the device, no host
+    sync)."""
+
+    per_sample: Tensor
+    logs: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Objective(Component):
+    """The training objective: what one batch's loss is (``[diffusion.objective]``, default
+    ``denoising``, DDPM's Algorithm 1 generalised). The engine owns everything else —
+    data, DDP, gradient accumulation, the optimizer, the EMA of the weights, checkpoints — and
+    calls :meth:`losses` once per micro-batch, then :meth:`after_step` after each optimizer
+    step.
+
+    Built with the recipe's ``degradation``, ``parameterization``, ``loss_weighting``,
+    ``time_sampler`` and the ``model`` (its initial weights: copy it for a target network;
+    never call it for losses, use ``batch.net``, which carries DDP and autocast).
+
+    Contract:
+      * ``needs_teacher``: when True the recipe must name ``teacher`` (a run directory or
+        checkpoint); the engine loads it with :func:`corediff.load` before training, frozen
+        (no gradients), in eval mode, on the training device, and sets :attr:`teacher` to
+        that :class:`~corediff.pipeline.Pipeline` (its own degradation, parameterization and
+        sampler settings; EMA weights in ``teacher.model``). It is not saved with the
+        student; its path and checkpoint digest are recorded, so a resume uses the same one.
+      * :meth:`modules`: extra networks the objective owns (an EMA target network); the
+        engine moves them to the training device, and :meth:`extra_state` (by default their
+        weights, as ``"<name>.<parameter>"``) is saved with every checkpoint and restored on
+        resume, after construction. Override ``extra_state``/``load_extra_state`` (keeping
+        the modules' entries) for other state, e.g. a curriculum position; state must be
+        tensors and restore exactly.
+      * :meth:`losses` draws randomness only from ``batch.generator``; with
+        ``batch.training`` False it changes no state.
+    """
+
+    kind = "objective"
+    needs_teacher: ClassVar[bool] = False
+
+    def __init__(
+        self, config: ComponentConfig | None = None, *, degradation: Degradation,
+        parameterization: Parameterization, loss_weighting: LossWeighting,
+        time_sampler: TimeSampler, model: nn.Module,
+    ) -> None:
+        super().__init__(config)
+        self.degradation, self.parameterization = degradation, parameterization
+        self.loss_weighting, self.time_sampler = loss_weighting, time_sampler
+        self.teacher: Any = None
+
+    @classmethod
+    def check_recipe(
+        cls, config: ComponentConfig, others: Mapping[str, tuple[type, ComponentConfig]]
+    ) -> list[str]:
+        teacher = getattr(config, "teacher", None)
+        if cls.needs_teacher and teacher is None:
+            return ["needs a teacher: set teacher = \"<run directory or checkpoint>\""]
+        if not cls.needs_teacher and teacher is not None:
+            return [f"takes no teacher (got teacher = {teacher!r}); remove the key"]
+        return []
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Extra networks this objective owns, by name (default: none)."""
+        return {}
+
+    def extra_state(self) -> dict[str, Tensor]:
+        return {f"{name}.{key}": value for name, module in self.modules().items()
+                for key, value in module.state_dict().items()}
+
+    def load_extra_state(self, state: Mapping[str, Tensor]) -> None:
+        for name, module in self.modules().items():
+            prefix = f"{name}."
+            module.load_state_dict({key[len(prefix):]: value for key, value in state.items()
+                                    if key.startswith(prefix)})
+
+    @abstractmethod
+    def losses(self, batch: ObjectiveBatch) -> ObjectiveLosses:
+        """The batch's per-sample losses (and what to log)."""
+
+    def after_step(self, model: nn.Module, step: int) -> None:  # noqa: B027 - optional hook
+        """Called after optimizer step ``step`` (counted from 1) and the EMA update, with the
+        trained network (unwrapped); e.g. an EMA target network follows it here."""

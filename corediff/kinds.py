@@ -32,6 +32,9 @@ class Kind:
         many: the recipe holds a list of tables (``[[log]]``), each one component.
         in_pipeline: built by :func:`corediff.builder.build` into a ``Pipeline``; False for
             the kinds the engine opens itself when it runs (loggers, with the run directory).
+        quiet_default: the resolved recipe leaves the table out while it equals ``default``
+            (its absence reads as the default), so recipes written before the kind existed
+            resolve, and hash into study fingerprints, as before.
     """
 
     name: str
@@ -43,6 +46,7 @@ class Kind:
     default: dict[str, Any] | tuple[dict[str, Any], ...] | None = None
     many: bool = False
     in_pipeline: bool = True
+    quiet_default: bool = False
 
     def base_class(self) -> type:
         """The interface every plugin of this kind subclasses (imports torch)."""
@@ -82,6 +86,10 @@ KINDS: tuple[Kind, ...] = (
     Kind("model", "Model", "corediff.models", ("model",),
          ("in_channels", "out_channels", "image_size", "num_classes"),
          "The denoising network."),
+    Kind("objective", "Objective", "corediff.objectives", ("diffusion", "objective"),
+         ("degradation", "parameterization", "loss_weighting", "time_sampler", "model"),
+         "The training loss of a batch (denoising, distillation, consistency, ...).",
+         default={"type": "denoising"}, quiet_default=True),
     Kind("logger", "Logger", "corediff.loggers", ("log",), ("run_dir",),
          "An experiment tracker the trainer also reports to (metrics.csv is always written).",
          default=(), many=True, in_pipeline=False),

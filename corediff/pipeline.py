@@ -35,6 +35,7 @@ from corediff.interfaces import (
     Guidance,
     LossWeighting,
     Model,
+    Objective,
     Parameterization,
     Prior,
     Sampler,
@@ -101,6 +102,7 @@ class Pipeline:
     prior: Prior
     time_sampler: TimeSampler
     model: Model
+    objective: Objective
 
     def components(self) -> dict[str, Any]:
         """The non-network components by kind (those with fit/extra_state hooks)."""

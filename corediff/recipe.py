@@ -466,8 +466,14 @@ def _deep_copy(data: Any) -> Any:
 
 # -- writing -------------------------------------------------------------------------------
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
-    """The resolved recipe, defaults included, as plain TOML-ready data (None omitted)."""
-    return recipe.model_dump(mode="json", exclude_none=True)
+    """The resolved recipe, defaults included, as plain TOML-ready data (None omitted; a
+    ``quiet_default`` kind's table omitted while it is its default)."""
+    data = recipe.model_dump(mode="json", exclude_none=True)
+    for kind in KINDS:
+        parent = _lookup(data, kind.table[:-1])
+        if kind.quiet_default and parent.get(kind.table[-1]) == kind.default:
+            del parent[kind.table[-1]]
+    return data
 
 
 def recipe_to_toml(recipe: Recipe) -> str:

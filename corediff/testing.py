@@ -29,6 +29,10 @@ built (small T, 8×8 images). What is checked, per kind:
 * time sampler: times in (0, t_max] of the degradation's kind, repeatable, positive
   importance weights, its state round-trips;
 * model: output shape, repeatable, takes the null label ``num_classes`` and ``y=None``;
+* objective: finite per-sample losses [B] and logs, gradients reaching the trained network
+  only (not the teacher, not the objective's own modules), and state that round-trips
+  through a checkpoint file into an objective giving the same losses
+  (:func:`check_objective`);
 * dataset: images [C, S, S] float32 in [-1, 1], int labels, ``describe`` agrees;
 * logger: refused with the pip command when its packages are missing, else two sessions
   (scalars, an image) of which the second continues the first's tracker run;
@@ -37,15 +41,17 @@ built (small T, 8×8 images). What is checked, per kind:
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from corediff.config import ComponentConfig
 from corediff.denoiser import Denoiser
@@ -88,9 +94,12 @@ def earlier(t: Tensor) -> Tensor:
 
 
 def make_config(cls: type, **fields: Any) -> ComponentConfig:
-    """A plugin's default config (schedules get T = STEPS)."""
+    """A plugin's default config (schedules get T = STEPS; an objective that needs a teacher
+    names one, which the checks build rather than load)."""
     if cls.kind == "schedule" and "steps" in cls.Config.model_fields:
         fields.setdefault("steps", STEPS)
+    if cls.kind == "objective" and cls.needs_teacher:
+        fields.setdefault("teacher", "conformance-teacher")
     return cls.Config(**fields)
 
 
@@ -123,16 +132,18 @@ def chains(kind: str, name: str) -> list[Chain]:
     return list(found.values())
 
 
-def build_chain(classes: Chain, device: str = "cpu") -> dict[str, Any]:
-    """Build a chain with default configs (in the kinds table's order) and fit it on images."""
-    built: dict[str, Any] = {}
+def build_chain(classes: Chain, device: str = "cpu", model: Any = None) -> dict[str, Any]:
+    """Build a chain with default configs (in the kinds table's order) and fit it on images;
+    the objective only when ``model`` (the network it trains) is given."""
+    built: dict[str, Any] = {} if model is None else {"model": model}
     for kind in KINDS:
-        if kind.name in classes:
+        if kind.name in classes and all(dep in built for dep in kind.dependencies):
             cls = classes[kind.name]
             deps = {dep: built[dep] for dep in kind.dependencies}
             built[kind.name] = cls(make_config(cls), **deps)
-    for component in built.values():
-        component.fit(images(device).cpu())
+    for kind, component in built.items():
+        if kind != "model":
+            component.fit(images(device).cpu())
     return built
 
 
@@ -417,12 +428,93 @@ def check_logger(cls: type, device: str = "cpu") -> None:
         assert identities[0] == identities[1], f"a resumed run opened {identities}"
 
 
+class _TinyNet(nn.Module):
+    """The network :func:`check_objective` trains: one convolution, shifted by tanh(t)."""
+
+    def __init__(self, channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, out_channels, 3, padding=1)
+        self.shift = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.conv(x) + self.shift * t.to(x).tanh().view(-1, 1, 1, 1)
+
+
+def _objective_chain(classes: Chain, device: str, seed: int) -> dict[str, Any]:
+    """A chain with an objective, training a seeded :class:`_TinyNet`."""
+    out = build_chain(classes)["parameterization"].output_channels(3)
+    torch.manual_seed(seed)
+    built = build_chain(classes, device, model=_TinyNet(3, out).to(device))
+    for module in built["objective"].modules().values():
+        module.to(device)
+    return built
+
+
+def check_objective(classes: Chain, device: str = "cpu") -> None:
+    """An objective (with a teacher built from the same chain when it needs one): finite
+    per-sample losses [B] and scalar logs; the mean's gradients reach the trained network and
+    nothing else (the teacher's and the objective's own modules get none: they are
+    constants); a validation call (``training=False``) changes no state; after an SGD step
+    and :meth:`~corediff.interfaces.Objective.after_step` its ``extra_state`` goes
+    through a safetensors file into a fresh objective, which then gives the same losses."""
+    from safetensors.torch import load_file, save_file
+
+    from corediff.interfaces import ObjectiveBatch
+    from corediff.pipeline import Pipeline
+    from corediff.sections import SampleConfig
+
+    built = _objective_chain(classes, device, seed=10)
+    objective, model, degradation = built["objective"], built["model"], built["degradation"]
+    if objective.needs_teacher:
+        teacher = _objective_chain(classes, device, seed=11)
+        objective.teacher = Pipeline(recipe=SimpleNamespace(sample=SampleConfig()),
+                                     data_spec=DataSpec(3, 8, 10), dataset=None, **teacher)
+    x0, y = images(device), torch.tensor([0, 1, 2, 3], device=device)
+
+    def batch(seed: int, training: bool) -> ObjectiveBatch:
+        return ObjectiveBatch(x0, y, None, model, lambda t, noise: degradation.degrade(
+            x0, t, noise), torch.Generator(device).manual_seed(seed), training, 0.5, 10)
+
+    out = objective.losses(batch(12, training=True))
+    assert out.per_sample.shape == (IMAGES,) and out.per_sample.dtype == torch.float32
+    assert torch.isfinite(out.per_sample).all(), f"losses {out.per_sample.tolist()}"
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in out.logs.values()), out.logs
+    out.per_sample.mean().backward()
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.parameters()
+               ), "no gradient reaches the trained network"
+    others = [*objective.modules().values()] + (
+        [objective.teacher.model] if objective.needs_teacher else [])
+    assert all(p.grad is None for m in others for p in m.parameters()), \
+        "gradients reach the teacher or the objective's own modules"
+    with torch.no_grad():  # an SGD step (lr 0.1), then the objective's hook
+        for p in model.parameters():
+            p -= 0 if p.grad is None else 0.1 * p.grad
+    objective.after_step(model, 1)
+    state = {k: v.detach().clone() for k, v in objective.extra_state().items()}
+    with torch.no_grad():
+        expected = objective.losses(batch(13, training=False)).per_sample
+    assert all(torch.equal(v, state[k]) for k, v in objective.extra_state().items()), \
+        "a validation call (training=False) changed the objective's state"
+    twin = type(objective)(objective.config, model=copy.deepcopy(model), **{
+        dep: built[dep] for dep in BY_NAME["objective"].dependencies if dep != "model"})
+    twin.teacher = objective.teacher
+    for module in twin.modules().values():
+        module.to(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file({k: v.cpu().contiguous() for k, v in state.items()}, Path(tmp) / "s")
+        twin.load_extra_state({k: v.to(device) for k, v in load_file(Path(tmp) / "s").items()})
+    with torch.no_grad():
+        _close(twin.losses(batch(13, training=False)).per_sample, expected, 1e-6,
+               "losses after the state's round trip")
+    assert_round_trip(objective.config)
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "schedule": check_schedule, "degradation": check_degradation,
     "parameterization": check_parameterization, "loss_weighting": check_loss_weighting,
     "sampler": check_sampler, "guidance": check_guidance, "prior": check_prior,
     "time_sampler": check_time_sampler, "model": check_model, "dataset": check_dataset,
-    "logger": check_logger,
+    "logger": check_logger, "objective": check_objective,
 }
 assert set(CHECKS) == set(BY_NAME), "every kind has a conformance check"
 

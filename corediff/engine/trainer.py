@@ -1,9 +1,8 @@
-"""The training loop: any recipe's components, one objective (DDPM's Algorithm 1 generalised).
+"""The training loop: any recipe's components, and its objective.
 
-Per step: t from the recipe's time sampler (uniform: t ~ U{1..T}, DDPM's Algorithm 1), with
-importance weights w (1 unless importance-sampled); noise = degradation.sample_noise(x0);
-x_t = D(x0, t, noise); loss = mean_b w_b·λ(t_b)·parameterization.loss(
-model(*parameterization.condition(x_t, t), y), x0, x_t, t, noise).
+Per micro-batch the recipe's [diffusion.objective] (:class:`corediff.interfaces.Objective`;
+``denoising`` by default, DDPM's Algorithm 1 generalised) turns (x0, y) into per-sample
+losses; the Trainer minimises their mean and holds none of the method's maths, only
 AdamW with linear warm-up then cosine decay, EMA of the weights (timm's ModelEmaV3),
 gradient clipping and accumulation, autocast (bf16 or fp16 with a GradScaler), DDP under
 torchrun. The host reads losses only every ``log_every``/``checkpoint_every`` steps; a
@@ -59,7 +58,7 @@ from corediff.engine.sampling import grid_columns, save_grid
 from corediff.engine.signals import GracefulStop, ignore_in_worker
 from corediff.engine.tracking import Trackers
 from corediff.errors import Interrupted, TrainingError
-from corediff.maths.noise import rand
+from corediff.interfaces import ObjectiveBatch
 from corediff.paths import check_writable
 from corediff.pipeline import Pipeline
 from corediff.recipe import Recipe, parse_recipe, parse_toml, recipe_to_dict, recipe_to_toml
@@ -167,6 +166,7 @@ def split_indices(size: int, fraction: float, seed: int) -> tuple[list[int], lis
 
 
 Batch = tuple[Tensor, Tensor, Tensor | None]  # (dataset indices, x0, y)
+Step = tuple[Tensor, Tensor, dict[str, Tensor]]  # (loss, gradient norm, objective logs)
 
 
 def channels_last(device: torch.device) -> bool:
@@ -203,6 +203,9 @@ class Trainer:
         self.model = self.pipeline.model.to(device)
         if channels_last(device):
             self.model = self.model.to(memory_format=torch.channels_last)
+        for module in pipeline.objective.modules().values():  # e.g. a target network
+            module.to(device, memory_format=torch.channels_last if channels_last(device)
+                      else torch.preserve_format)
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
         self.net: nn.Module = self.model
         if context.distributed:
@@ -249,6 +252,7 @@ class Trainer:
         self.seconds = 0.0  # training wall time of earlier sessions (train.max_minutes)
         self.started = time.perf_counter()
         self.pending: list[tuple[float, float]] = []  # (loss, grad_norm) since the last row
+        self.pending_logs: dict[str, list[float]] = {}  # the objective's logs since then
         self.trackers = Trackers()  # the recipe's [[log]] loggers, opened by train() on rank 0
 
     def _factor_cache(self) -> FactorCache | None:
@@ -302,7 +306,8 @@ class Trainer:
         return {
             "step": self.step, "smoothed": self.smoothed, "best": self.best,
             "train_seconds": self.elapsed(),
-            "pending": self.pending, "corediff_version": __version__,
+            "pending": self.pending, "pending_logs": self.pending_logs,
+            "corediff_version": __version__,
             "val_loss": self.val_history[-1][1] if self.val_history else None,
             "val_history": self.val_history,
             "world_size": self.context.world_size,
@@ -351,6 +356,7 @@ class Trainer:
         self.step, self.smoothed, self.best = state["step"], state["smoothed"], state["best"]
         self.seconds = state.get("train_seconds", 0.0)
         self.pending = [tuple(p) for p in state["pending"]]
+        self.pending_logs = state.get("pending_logs", {})
         self.val_history = [(step, loss) for step, loss in state.get("val_history", [])]
 
     def _load_cuda_rng(self, mine: dict[str, Any] | None, rank0_all: list[Tensor]) -> None:
@@ -490,32 +496,29 @@ class Trainer:
     def loss(
         self, x0: Tensor, y: Tensor | None, index: Tensor | None = None, *,
         net: nn.Module | None = None, generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """The batch's training objective: mean of λ(t)·loss with t, noise and dropped labels
-        drawn from ``generator`` (default: the training stream) and the output of ``net``
-        (default: the trained network)."""
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The batch's training objective (the recipe's [diffusion.objective]): the mean of
+        its per-sample losses, and its logs, with every random draw from ``generator``
+        (default: the training stream; another one: a validation batch) and the output of
+        ``net`` (default: the trained network) under the recipe's autocast."""
         p, cfg = self.pipeline, self.recipe.train
-        g = self.generator if generator is None else generator
         net = self.net if net is None else net
-        t, importance = p.time_sampler.sample(x0.shape[0], g, x0.device)
-        noise = p.degradation.sample_noise(x0, generator=g)
-        if self.factor_cache is not None and index is not None:
-            x_t = self.factor_cache.degrade(x0, index, t, noise)
-        else:
-            x_t = p.degradation.degrade(x0, t, noise)
-        if y is not None and cfg.label_dropout > 0:
-            drop = rand(y.shape, g, y.device) < cfg.label_dropout
-            y = torch.where(drop, p.data_spec.num_classes, y)
         dtype = AUTOCAST.get(cfg.precision)
-        with torch.autocast(x0.device.type, dtype=dtype, enabled=dtype is not None):
-            output = net(*p.parameterization.condition(x_t, t), y)
-        per_sample = p.parameterization.loss(
-            output.float(), x0, x_t, t, noise, p.loss_weighting.per_element
-        )
-        weighted = p.loss_weighting.weight(t).to(per_sample) * per_sample
-        if generator is None:  # a training step (not validation): loss-aware samplers learn
-            p.time_sampler.observe(t, weighted.detach())
-        return (weighted if importance is None else weighted * importance.to(weighted)).mean()
+
+        def call(x: Tensor, time: Tensor, labels: Tensor | None) -> Tensor:
+            with torch.autocast(x0.device.type, dtype=dtype, enabled=dtype is not None):
+                return net(x, time, labels).float()
+
+        def degrade(t: Tensor, noise: Tensor | None) -> Tensor:
+            if self.factor_cache is not None and index is not None:
+                return self.factor_cache.degrade(x0, index, t, noise)
+            return p.degradation.degrade(x0, t, noise)
+
+        out = p.objective.losses(ObjectiveBatch(
+            x0, y, index, call, degrade, self.generator if generator is None else generator,
+            training=generator is None, label_dropout=cfg.label_dropout,
+            null_label=p.data_spec.num_classes))
+        return out.per_sample.mean(), out.logs
 
     @torch.no_grad()
     def validation_loss(self) -> float:
@@ -537,20 +540,25 @@ class Trainer:
             for index, x0, y in self.val_loader:
                 x0 = x0.to(device)
                 y = y.to(device) if conditional else None
-                loss = self.loss(x0, y, index, net=self.ema.module, generator=generator)
+                loss, _ = self.loss(x0, y, index, net=self.ema.module, generator=generator)
                 total += loss.double() * x0.shape[0]
         return total.item() / len(self.val_loader.dataset)
 
-    def train_step(self, data: Iterator[Batch]) -> tuple[Tensor, Tensor]:
+    def train_step(self, data: Iterator[Batch]) -> Step:
+        """One optimizer step over ``train.grad_accum`` micro-batches: (mean loss, gradient
+        norm, the objective's logs averaged over the micro-batches), on the device."""
         cfg = self.recipe.train
         total = torch.zeros((), device=self.context.device)
+        logs: dict[str, Tensor] = {}
         for micro in range(cfg.grad_accum):
             index, x0, y = next(data)
             syncing = micro == cfg.grad_accum - 1 or not self.context.distributed
             with contextlib.nullcontext() if syncing else self.net.no_sync():
-                loss = self.loss(x0, y, index)
+                loss, micro_logs = self.loss(x0, y, index)
                 self.scaler.scale(loss / cfg.grad_accum).backward()
             total += loss.detach() / cfg.grad_accum
+            for name, value in micro_logs.items():
+                logs[name] = logs.get(name, 0) + value.detach().float() / cfg.grad_accum
         self.scaler.unscale_(self.optimizer)
         grad_norm = nn.utils.clip_grad_norm_(
             self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf
@@ -561,7 +569,8 @@ class Trainer:
         self.lr_scheduler.step()
         self.step += 1
         self.ema.update(self.model, step=self.step)
-        return total, grad_norm
+        self.pipeline.objective.after_step(self.model, self.step)
+        return total, grad_norm, logs
 
     def elapsed(self) -> float:
         """Seconds of training so far, over every session of the run."""
@@ -580,7 +589,7 @@ class Trainer:
             if ctx.is_main:
                 self.trackers = Trackers.open(self.recipe, self.run.root, step=self.step)
         data = self.batches()
-        window: list[tuple[Tensor, Tensor]] = []
+        window: list[Step] = []
         clock, images = time.perf_counter(), 0
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not ctx.is_main, unit="step",
                    dynamic_ncols=True)
@@ -628,7 +637,7 @@ class Trainer:
         self.trackers.scalars({k: v for k, v in values.items() if k != "step"}, self.step,
                               prefix="train/")
 
-    def interrupt(self, window: list[tuple[Tensor, Tensor]], signum: int) -> None:
+    def interrupt(self, window: list[Step], signum: int) -> None:
         """Save ``last`` at the current step (losses of the window included) and stop."""
         if window:
             self.check(window)
@@ -640,10 +649,14 @@ class Trainer:
             f"--resume --run-dir {self.run.root}", signum,
         )
 
-    def check(self, window: list[tuple[Tensor, Tensor]]) -> None:
+    def check(self, window: list[Step]) -> None:
         """Read the window's losses (one host sync), stop on a non-finite one, smooth them."""
-        losses = mean_across(torch.stack([loss for loss, _ in window]), self.context).tolist()
-        norms = torch.stack([norm for _, norm in window]).tolist()
+        losses = mean_across(torch.stack([loss for loss, _, _ in window]), self.context).tolist()
+        norms = torch.stack([norm for _, norm, _ in window]).tolist()
+        logged = [(name, value) for _, _, logs in window for name, value in logs.items()]
+        values = torch.stack([value for _, value in logged]).tolist() if logged else []
+        for (name, _), value in zip(logged, values, strict=True):
+            self.pending_logs.setdefault(name, []).append(value)
         first = self.step - len(window) + 1
         for offset, loss in enumerate(losses):
             if not math.isfinite(loss):
@@ -660,11 +673,14 @@ class Trainer:
             self.pending.append((loss, norm))
 
     def row(self, images_per_s: float) -> dict[str, Any]:
+        """The pending steps' metrics row: mean loss and gradient norm, and the mean of each
+        objective log (for the trackers; metrics.csv keeps its columns)."""
         losses, norms = zip(*self.pending, strict=True)
-        self.pending = []
+        logs = {name: sum(values) / len(values) for name, values in self.pending_logs.items()}
+        self.pending, self.pending_logs = [], {}
         return {"step": self.step, "loss": sum(losses) / len(losses),
                 "lr": self.lr_scheduler.get_last_lr()[0], "grad_norm": sum(norms) / len(norms),
-                "images_per_s": images_per_s}
+                "images_per_s": images_per_s, **logs}
 
     def sample_grid(self, path: Path) -> None:
         """A grid of [sample] n images from the EMA weights with the [sample] settings."""
