@@ -108,3 +108,68 @@ def test_check_objective_passes_denoising_and_a_frozen_teacher():
 def test_check_objective_catches_gradients_in_the_wrong_place(objective, message):
     with pytest.raises(AssertionError, match=message):
         check_objective(_chain(objective))
+
+
+# -- a teacher from a run --------------------------------------------------------------------
+TINY = ["train.batch_size=8", "train.log_every=1", "train.checkpoint_every=2",
+        "train.sample_every=0", "model.base_channels=8", "data.image_size=8",
+        "run.device='cpu'", "diffusion.schedule.steps=20", "diffusion.sampler.steps=4"]
+
+
+def _train(run: Path, steps: int, *sets: str, resume: bool = False) -> int:
+    from corediff.cli import main
+
+    args = [a for s in [*TINY, f"train.steps={steps}", *sets] for a in ("--set", s)]
+    return main(["train", str(QUICKSTART), "--run-dir", str(run), *args,
+                 *(["--resume"] if resume else [])])
+
+
+class _Frozen(_Distil):
+    """``_Distil`` that records what it saw of its teacher."""
+
+    seen: list[tuple[bool, bool, str]] = []
+
+    def losses(self, batch: ObjectiveBatch) -> ObjectiveLosses:
+        model = self.teacher.model
+        _Frozen.seen.append((any(p.requires_grad for p in model.parameters()), model.training,
+                             next(model.parameters()).device.type))
+        return super().losses(batch)
+
+
+@pytest.fixture
+def teacher_objective():
+    from corediff.registry import registry
+
+    corediff.register("objective", "teacher_test")(_Frozen)
+    _Frozen.seen = []
+    yield "diffusion.objective={type='teacher_test', teacher='%s'}"
+    registry("objective").unregister("teacher_test")
+
+
+def test_a_teacher_run_is_loaded_frozen_recorded_and_kept_across_resumes(
+        tmp_path, teacher_objective, capsys):
+    from corediff.engine import checkpoint
+
+    assert _train(tmp_path / "teacher", 2) == 0
+    last = tmp_path / "teacher" / "checkpoints" / "last"  # a checkpoint directory
+    student = teacher_objective % last
+    assert _train(tmp_path / "student", 2, student) == 0
+    assert _Frozen.seen and set(_Frozen.seen) == {(False, False, "cpu")}
+    state = checkpoint.load_state(tmp_path / "student" / "checkpoints" / "last")
+    assert state["teacher"] == {"source": str(last), "checkpoint": str(last.resolve()),
+                                "weights": "ema",
+                                "sha256": checkpoint.sha256(last, "ema.safetensors")}
+    assert state["extra"]["objective"] == {}  # the teacher's weights are not in the student
+    assert _train(tmp_path / "student", 4, student, resume=True) == 0  # same teacher: goes on
+
+    assert _train(tmp_path / "teacher", 4, resume=True) == 0  # its last weights change
+    capsys.readouterr()
+    assert _train(tmp_path / "student", 6, student, resume=True) == 2
+    assert "resume needs the same teacher" in capsys.readouterr().err
+
+
+def test_a_missing_teacher_is_refused_in_one_sentence(tmp_path, teacher_objective, capsys):
+    assert _train(tmp_path / "student", 2, teacher_objective % (tmp_path / "none")) == 2
+    err = capsys.readouterr().err
+    assert f"teacher = '{tmp_path / 'none'}' cannot be loaded" in err and "\n" not in \
+        err.strip()

@@ -56,6 +56,7 @@ from corediff.engine.resume import check_resume, log_resume
 from corediff.engine.rundir import MetricsLog, RunDir
 from corediff.engine.sampling import grid_columns, save_grid
 from corediff.engine.signals import GracefulStop, ignore_in_worker
+from corediff.engine.teacher import load_teacher
 from corediff.engine.tracking import Trackers
 from corediff.errors import Interrupted, TrainingError
 from corediff.interfaces import ObjectiveBatch
@@ -206,6 +207,10 @@ class Trainer:
         for module in pipeline.objective.modules().values():  # e.g. a target network
             module.to(device, memory_format=torch.channels_last if channels_last(device)
                       else torch.preserve_format)
+        self.teacher: dict[str, Any] | None = None  # the record of the objective's teacher
+        if pipeline.objective.needs_teacher:
+            pipeline.objective.teacher, self.teacher = load_teacher(
+                pipeline.objective.config.teacher, device)
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
         self.net: nn.Module = self.model
         if context.distributed:
@@ -319,6 +324,7 @@ class Trainer:
             "rng": {"numpy": np.random.get_state(), "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "extra": {k: c.extra_state() for k, c in self.pipeline.components().items()},
+            **({"teacher": self.teacher} if self.teacher is not None else {}),
         }
 
     def load(self, path: Path, stored: dict[str, Any] | None = None) -> None:
@@ -344,6 +350,11 @@ class Trainer:
         else:  # resumed on another number of processes: fresh per-rank streams
             self.generator.manual_seed(self.recipe.run.seed + 1000 * self.context.rank + self.step)
         self._load_extra(path, state["extra"], (stored or {}).get("diffusion", {}))
+        teacher = state.get("teacher")  # the same teacher as before, unless it was changed
+        if self.teacher is not None and teacher is not None and teacher["source"] == \
+                self.teacher["source"] and teacher != self.teacher:
+            self.pipeline.objective.teacher, self.teacher = load_teacher(
+                teacher["source"], self.context.device, teacher)
         rng = state["rng"]
         try:
             np.random.set_state(tuple(rng["numpy"]))
