@@ -22,6 +22,9 @@ at checkpoints.
 Host syncs: none in :meth:`FactorCache.degrade` with device placement (which rows to
 decompose is known on the host, from the loader's CPU indices); with host placement, storing
 an image's factors the first time it is seen copies them to the host (first epoch only).
+Host→device copies per step once every image is stored: the batch's indices (one
+non-blocking copy, pinned by a CUDA data loader), and with host placement the batch's
+factors (pinned, non-blocking); tests/test_host_copies.py counts them on the ``meta`` device.
 """
 
 from __future__ import annotations
@@ -143,6 +146,7 @@ class FactorCache:
         dtype: torch.dtype | None = None,
     ) -> None:
         self.degradation, self.size, self.dtype = degradation, size, dtype
+        self.placement = placement
         self.capacity = size if capacity is None else min(size, capacity)
         self.device = torch.device(device)
         self.storage_device = self.device if placement == "device" else torch.device("cpu")
@@ -167,11 +171,14 @@ class FactorCache:
         """D(x0, t, noise) for a batch x0 [B, C, H, W] of dataset images ``index`` [B] (a CPU
         tensor, as the data loader gives it)."""
         rows = index.cpu().numpy()
+        on_device = index.to(self.device, non_blocking=True)  # the step's one index copy
+        held = on_device < self.capacity
         canon, flip = canonical(x0)
         stored = rows < self.capacity
         slots = np.where(stored, rows, 0)
         fresh = np.flatnonzero(~stored | ~self.filled[slots])
-        parts = self._gather(slots) if self.parts else None
+        device_slots = torch.where(held, on_device, 0)
+        parts = self._gather(slots, device_slots) if self.parts else None
         if len(fresh):
             positions = torch.from_numpy(fresh).to(x0.device, non_blocking=True)
             factors = self.degradation.decompose(canon.index_select(0, positions))
@@ -184,7 +191,9 @@ class FactorCache:
             for part, values in zip(parts, new, strict=True):
                 part.index_copy_(0, positions, values)
             self._store(rows, fresh, stored, canon, positions, new)
-        self._check_fingerprints(canon, slots, stored, fresh)
+        if len(fresh):  # rows decomposed in this step are not compared with stored ones
+            held = held.index_fill(0, positions, False)
+        self._check_fingerprints(canon, device_slots, held)
         compute = x0.dtype if x0.dtype == torch.float64 else torch.float32
         parts = [part.to(compute) for part in parts]
         flipped = _parts(self.degradation.flip_factors(_build(self._kind, parts)))
@@ -203,11 +212,10 @@ class FactorCache:
                 "items (Dataset.fixed_items); set train.factor_cache = 'off' or fix the dataset")
 
     # -- internals ------------------------------------------------------------------------------
-    def _gather(self, slots: np.ndarray) -> list[Tensor]:
-        index = torch.from_numpy(slots).to(self.storage_device, non_blocking=True)
-        parts = [part.index_select(0, index) for part in self.parts]
+    def _gather(self, slots: np.ndarray, device_slots: Tensor) -> list[Tensor]:
         if self.storage_device == self.device:
-            return parts
+            return [part.index_select(0, device_slots) for part in self.parts]
+        parts = [part.index_select(0, torch.from_numpy(slots)) for part in self.parts]
         if self.pin:
             parts = [part.pin_memory() for part in parts]
         return [part.to(self.device, non_blocking=True) for part in parts]
@@ -244,12 +252,10 @@ class FactorCache:
             self._fingerprint(canon.index_select(0, positions.index_select(0, pick))))
         self.filled[slots] = True
 
-    def _check_fingerprints(self, canon: Tensor, slots: np.ndarray, stored: np.ndarray,
-                            fresh: np.ndarray) -> None:
-        cached = np.setdiff1d(np.flatnonzero(stored), fresh, assume_unique=True)
-        if not len(cached) or self._weights is None:
+    def _check_fingerprints(self, canon: Tensor, slots: Tensor, held: Tensor) -> None:
+        """Flag a mismatch when a row held in the cache (``held`` [B] on the device, rows
+        stored before this step) has another fingerprint than the one stored at its slot."""
+        if self._weights is None:
             return
-        rows = torch.from_numpy(cached).to(self.device, non_blocking=True)
-        where = torch.from_numpy(slots[cached]).to(self.device, non_blocking=True)
-        seen = self._fingerprint(canon.index_select(0, rows))
-        self.mismatch |= (seen != self.fingerprints.index_select(0, where)).any()
+        seen = self._fingerprint(canon)
+        self.mismatch |= ((seen != self.fingerprints.index_select(0, slots)) & held).any()
