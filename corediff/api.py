@@ -35,10 +35,11 @@ def train(
     pipeline with its EMA weights (as :func:`load` of the ``last`` checkpoint gives it).
 
     ``recipe`` is a path to a TOML recipe (``overrides`` applied), a validated Recipe, or a
-    Pipeline built from one (components composed in Python train as they are; the stored
-    recipe is the pipeline's). ``resume`` continues from the run's ``last`` checkpoint
-    (``force``: even if the recipe changes the objective); ``overwrite`` starts over in a run
-    directory that holds a run.
+    Pipeline built from one (components composed in Python train as they are, and the stored
+    recipe is derived from them: ``Pipeline.recipe``; a composition a recipe would refuse is
+    refused here, before the run directory is touched). ``resume`` continues from the run's
+    ``last`` checkpoint (``force``: even if the recipe changes the objective); ``overwrite``
+    starts over in a run directory that holds a run.
     Single process (use ``torchrun -m corediff train`` for DDP).
     """
     from corediff.engine import distributed

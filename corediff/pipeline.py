@@ -14,8 +14,9 @@ own; the null label ``num_classes`` asks for unconditional samples.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import torch
@@ -44,8 +45,16 @@ from corediff.interfaces import (
     TrajectoryStep,
     steps_like,
 )
-from corediff.kinds import DIFFUSION_KINDS
+from corediff.kinds import BY_NAME, DIFFUSION_KINDS, KINDS, Kind
 from corediff.limits import MAX_BATCH, MAX_SAMPLES, MAX_SEED, MAX_STEPS
+from corediff.recipe import (
+    Recipe,
+    _lookup,
+    _lookup_model,
+    parse_recipe,
+    recipe_error,
+    recipe_to_dict,
+)
 
 
 @dataclass
@@ -86,11 +95,29 @@ def sampling_network(network: nn.Module, precision: str = "fp32",
     return call
 
 
+def model_inputs(spec: DataSpec, parameterization: Parameterization) -> dict[str, Any]:
+    """What a model is built with: the data's shape and the parameterization's channels."""
+    return {
+        "in_channels": spec.channels,
+        "out_channels": parameterization.output_channels(spec.channels),
+        "image_size": spec.image_size,
+        "num_classes": spec.num_classes,
+    }
+
+
 @dataclass
 class Pipeline:
-    """Every component a recipe names, built and wired together."""
+    """Every component a recipe names, built and wired together.
 
-    recipe: Any
+    Components may be swapped in Python (``pipeline.sampler = corediff.create(...)``):
+    :attr:`recipe` is derived from the components as they are, so what is trained, saved
+    and loaded is what was composed. ``Pipeline(recipe=...)`` takes the recipe it was built
+    from (kept as :attr:`built_from`: its [train], [sample], [run] and [[log]] settings).
+    """
+
+    recipe: InitVar[Any]
+    built_from: Any = field(init=False, repr=False)
+    _derived: Any = field(default=None, init=False, repr=False, compare=False)
     data_spec: DataSpec
     dataset: Dataset | None
     schedule: Schedule
@@ -103,6 +130,76 @@ class Pipeline:
     time_sampler: TimeSampler
     model: Model
     objective: Objective
+
+    def __post_init__(self, recipe: Any) -> None:
+        self.built_from = recipe
+
+    def composed_recipe(self) -> Any:
+        """The recipe of the pipeline as composed now (:attr:`recipe`)."""
+        built_from = self.built_from
+        if not isinstance(built_from, Recipe):  # a stand-in (tests): nothing to derive from
+            return built_from
+        problems = self._wiring_problems()
+        if problems:
+            raise recipe_error("the pipeline's components", problems)
+        configs = [(kind.table, component.config) for kind, component in self._held()]
+        if all(_lookup_model(built_from, table) == config for table, config in configs):
+            return built_from
+        if self._derived is None or self._derived[0] != configs:
+            data = recipe_to_dict(built_from)
+            for table, config in configs:
+                _lookup(data, table[:-1])[table[-1]] = config.model_dump(
+                    mode="json", exclude_none=True)
+            self._derived = configs, parse_recipe(data, source="the pipeline's components")
+        return self._derived[1]
+
+    def replace(self, **components: Any) -> Pipeline:
+        """A copy with ``components`` swapped in by kind (``sampler=corediff.create(...)``)
+        and every component built on a swapped one rebuilt from its own config on the new
+        one (fitted state is not carried over); the network keeps its weights."""
+        from corediff.builder import instantiate
+
+        unknown = sorted(set(components) - {kind.name for kind in KINDS if kind.in_pipeline})
+        if unknown:
+            raise ArgumentTypeError(f"replace: '{unknown[0]}' is not a component of a "
+                                    f"pipeline.{did_you_mean(unknown[0], BY_NAME)}")
+        new = dict(components)
+        for kind, component in self._held():
+            built_on = [dep for dep in kind.dependencies if dep in new]
+            if kind.name not in new and kind.name != "model" and built_on:
+                new[kind.name] = instantiate(kind.name, component.config, **{
+                    dep: new.get(dep, getattr(self, dep)) for dep in kind.dependencies})
+        return dataclasses.replace(self, recipe=self.built_from, **new)
+
+    def _held(self) -> list[tuple[Kind, Any]]:
+        """(kind, component) of every component held (the dataset when built with it)."""
+        return [(kind, getattr(self, kind.name)) for kind in KINDS
+                if kind.in_pipeline and getattr(self, kind.name, None) is not None]
+
+    def _wiring_problems(self) -> list[str]:
+        """A sentence per component built with other dependencies than the pipeline's own,
+        with which the stored recipe would rebuild it differently from how it was trained."""
+        problems = []
+        for kind, component in self._held():
+            name = f"pipeline.{kind.name} '{component.config.type}'"
+            for dep in (d for d in kind.dependencies if d in BY_NAME):
+                held = getattr(component, dep, None)  # None: the component keeps no reference
+                if held is not None and not _same(held, getattr(self, dep, None)):
+                    problems.append(f"{name} was built with a {dep} other than pipeline.{dep}, "
+                                    f"which its run would be rebuilt with: create it with "
+                                    f"{dep}=pipeline.{dep}, or swap components with "
+                                    "pipeline.replace(...), which rebuilds those built on them")
+        needed = model_inputs(self.data_spec, self.parameterization)
+        wrong = [f"{key}={getattr(self.model, key, value)} (the pipeline's data and "
+                 f"parameterization need {value})" for key, value in needed.items()
+                 if getattr(self.model, key, value) != value]
+        if wrong:
+            problems.append(f"pipeline.model '{self.model.config.type}' was built with "
+                            f"{', '.join(wrong)}")
+        if self.dataset is not None and self.dataset.spec != self.data_spec:
+            problems.append(f"pipeline.dataset '{self.dataset.config.type}' holds images of "
+                            f"{self.dataset.spec}, not pipeline.data_spec {self.data_spec}")
+        return problems
 
     def components(self) -> dict[str, Any]:
         """The non-network components by kind (those with fit/extra_state hooks)."""
@@ -163,7 +260,7 @@ class Pipeline:
         sampler = type(self.sampler)(
             config, degradation=self.degradation, parameterization=self.parameterization
         )
-        return Pipeline(**{**self.__dict__, "sampler": sampler})
+        return dataclasses.replace(self, recipe=self.built_from, sampler=sampler)
 
     def generate(self, n: int, **options: Any) -> Generated:
         """n samples from the prior through the sampler (see the module docstring), gathered
@@ -294,3 +391,27 @@ def check_options(method: Callable[..., Any], options: dict[str, Any]) -> None:
         raise ArgumentTypeError(f"unknown keyword argument '{unknown[0]}'."
                                 f"{did_you_mean(unknown[0], allowed)} Allowed: "
                                 f"{', '.join(allowed)}")
+
+
+def _same(ours: Any, theirs: Any) -> bool:
+    """Whether two components are one, or built alike (same class, config and dependencies,
+    so rebuilding one from the recipe gives the other); networks only when they are one."""
+    if ours is theirs:
+        return True
+    if isinstance(ours, nn.Module) or type(ours) is not type(theirs):
+        return False
+    if ours.config != theirs.config:
+        return False
+    kind = BY_NAME[ours.kind]
+    return all(_same(getattr(ours, dep, None), getattr(theirs, dep, None))
+               for dep in kind.dependencies if dep in BY_NAME)
+
+
+Pipeline.recipe = property(  # type: ignore[assignment]
+    Pipeline.composed_recipe,
+    doc="""The recipe of the pipeline as composed now: :attr:`built_from` with each component's
+    table replaced by that component's config, validated and checked as a recipe file is
+    (the same sentences). ``corediff.train`` trains and saves it, so ``corediff.load`` gives
+    back what was trained; a swap a recipe would refuse (a sampler that needs a Gaussian
+    degradation on a blur), or a component built with other dependencies than the
+    pipeline's, is a :class:`~corediff.errors.ConfigError` when training or sampling starts.""")

@@ -269,9 +269,12 @@ def parse_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
 
 
 def check_components(
-    classes: Mapping[tuple[str, ...], type], configs: Mapping[tuple[str, ...], ComponentConfig]
+    classes: Mapping[tuple[str, ...], type], configs: Mapping[tuple[str, ...], ComponentConfig],
+    partial: bool = False,
 ) -> list[str]:
-    """Each component's own refusals of the others (``Component.check_recipe``)."""
+    """Each component's own refusals of the others (``Component.check_recipe``). With
+    ``partial`` (some components composed in Python, not a whole recipe), a check that looks
+    up a kind not among them is left to the whole pipeline's check."""
     others = {kind_at(path): (cls, configs[path]) for path, cls in classes.items()}
     sentences = []
     for path, cls in classes.items():
@@ -279,6 +282,10 @@ def check_components(
             reasons = cls.check_recipe(configs[path], others)
         except (ValueError, TypeError) as exc:  # a companion refused its own settings
             reasons = [str(exc)]
+        except KeyError:
+            if not partial:
+                raise
+            reasons = []
         where = f"{kind_at(path)} '{_name(cls)}' {_where(path)}"
         sentences += [f"{where}: {why}" for why in reasons]
     return sentences
