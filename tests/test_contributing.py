@@ -1,6 +1,7 @@
-"""The three example plugins in CONTRIBUTING.md are real: each file is executed, registered
+"""The four example plugins in CONTRIBUTING.md are real: each file is executed, registered
 in-process and passes corediff.testing; the sampler agrees with DDIM where no threshold
-applies, the guidance is plain CFG at its end point, the model takes the null label."""
+applies, the guidance is plain CFG at its end point, the model takes the null label, the
+objective is ‖·‖²/(2c) when c is large."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 
 import corediff
 from corediff import testing
+from corediff.interfaces import ObjectiveBatch
 from corediff.registry import registry
 
 DOC = Path(__file__).resolve().parents[1] / "CONTRIBUTING.md"
@@ -43,9 +45,9 @@ def plugin():
         registry(kind).unregister(name)
 
 
-def test_the_doc_holds_three_files():
+def test_the_doc_holds_four_files():
     assert sorted(FILES) == ["my_package/cfg_linear.py", "my_package/ddim_threshold.py",
-                             "my_package/diffusers_unet.py"]
+                             "my_package/diffusers_unet.py", "my_package/huber_denoising.py"]
 
 
 def test_sampler_example(plugin):
@@ -87,3 +89,29 @@ def test_model_example(plugin):
     assert testing.check_plugin("model", "diffusers_unet", devices=["cpu"]) == 1
     spec = corediff.DataSpec(channels=1, image_size=7, num_classes=None)
     assert cls.check_data_spec(cls.Config(), spec) == ["image_size 7 is not divisible by 2"]
+
+
+def test_objective_example(plugin):
+    """With c ≫ ‖a − b‖, √(‖a − b‖² + c²) − c = ‖a − b‖²/(2c)·(1 + O(‖a − b‖²/c²)): the
+    example is then the ε-MSE of ``denoising`` (same draws) times C·H·W/(2c)."""
+    plugin("my_package/huber_denoising.py", "objective", "HuberDenoising")
+    assert testing.check_plugin("objective", "huber_denoising", devices=["cpu"]) >= 1
+    schedule = corediff.create("schedule", "cosine", steps=100)
+    degradation = corediff.create("degradation", "gaussian", schedule=schedule)
+    param = corediff.create("parameterization", "eps", degradation=degradation)
+    parts = {"degradation": degradation, "parameterization": param,
+             "loss_weighting": corediff.create("loss_weighting", "simple",
+                                               degradation=degradation, parameterization=param),
+             "time_sampler": corediff.create("time_sampler", "uniform", degradation=degradation)}
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)
+    x0 = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    c_scale, losses = 1e4, []
+    for name, extra in (("huber_denoising", {"c_scale": c_scale}), ("denoising", {})):
+        objective = corediff.create("objective", name, model=net, **parts, **extra)
+        batch = ObjectiveBatch(x0, None, None, lambda x, t, y: net(x),
+                               lambda t, noise: degradation.degrade(x0, t, noise),
+                               torch.Generator().manual_seed(2), True)
+        losses.append(objective.losses(batch).per_sample)
+    c = c_scale * 4
+    torch.testing.assert_close(losses[0], losses[1] * 16 / (2 * c), rtol=1e-4, atol=0)
