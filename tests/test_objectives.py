@@ -243,3 +243,28 @@ def test_svd_spectrum_with_weight_zero_is_the_denoising_loss():
                                time_sampler=objective.time_sampler, model=net)
     losses = [o.losses(_spectrum_batch(o, net, x0, 4, [])).per_sample for o in (objective, plain)]
     assert torch.equal(*losses)
+
+
+def test_svd_spectrum_trains_resumes_exactly_and_logs_its_gap(tmp_path, monkeypatch):
+    """2 + 2 resumed steps equal 4 straight ones (losses, weights) under a non-default
+    objective, whose logged ``spectrum_gap`` reaches the trackers as train/spectrum_gap."""
+    from corediff.engine.rundir import read_metrics
+    from corediff.engine.tracking import Trackers
+
+    logged = []
+    original = Trackers.scalars
+    monkeypatch.setattr(Trackers, "scalars", lambda self, values, step, prefix="": (
+        logged.append({f"{prefix}{k}": v for k, v in values.items()}),
+        original(self, values, step, prefix))[1])
+    sets = ["diffusion.objective={type='svd_spectrum', weight=0.5}", "train.warmup_steps=1",
+            "train.min_lr_ratio=1.0"]  # a constant lr: 2 steps of a 4-step run = 2 of 2
+    assert _train(tmp_path / "straight", 4, *sets) == 0
+    assert _train(tmp_path / "resumed", 2, *sets) == 0
+    assert _train(tmp_path / "resumed", 4, *sets, resume=True) == 0
+    rows = [read_metrics(tmp_path / name / "metrics.csv") for name in ("straight", "resumed")]
+    assert [r["loss"] for r in rows[0]] == [r["loss"] for r in rows[1]] and len(rows[0]) == 4
+    for name in ("model", "ema"):
+        assert (tmp_path / "straight/checkpoints/last" / f"{name}.safetensors").read_bytes() == (
+            tmp_path / "resumed/checkpoints/last" / f"{name}.safetensors").read_bytes()
+    gaps = [row["train/spectrum_gap"] for row in logged if "train/spectrum_gap" in row]
+    assert len(gaps) == 8 and all(gap > 0 for gap in gaps)
