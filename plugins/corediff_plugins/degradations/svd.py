@@ -29,24 +29,34 @@ Solvers (``solver``; every one returns factors in the input's float dtype, float
   exact projection whatever the eigh error; rows of Vh for S ≈ 0 need not be orthogonal.
   Float64 absorbs the squared condition number for float32 inputs, not for float64 ones.
 * ``auto``: on CPU, and for float64 inputs, torch's default (bit-identical to the solver-less
-  code). For float32 on CUDA, ``gram_eigh``: for matrices over 32×32 PyTorch loops one
-  cuSOLVER gesvdj (or gesvd) call per matrix plus a host sync for the convergence check,
-  gesvda is batched but approximate (poor for rank-deficient matrices), while gram_eigh is
-  two batched matmuls and one batched eigh. Argued from the PyTorch/cuSOLVER docs, not
-  measured on a GPU here.
+  code). For float32 on CUDA, ``gram_eigh``.
+
+Why gram_eigh decomposes G with its own batched Jacobi (:func:`jacobi_eigenvectors`) where
+it can: every torch.linalg decomposition but the ``*_ex`` ones (Cholesky, LU, LDL, inverse,
+solve; there is no ``eigh_ex``) reads its error flags on the host, a sync per call; and above
+32×32 PyTorch's CUDA eigh loops one cuSOLVER syevj/syevd call per matrix (its batched
+syevjBatched is used only up to 32×32), as its svd loops gesvdj (gesvda is batched but
+approximate, poor for rank-deficient matrices). The parallel cyclic Jacobi is plain batched
+matmuls: no host sync, one launch sequence for the whole batch (about 15 launches per round,
+n − 1 rounds per sweep, a fixed ⌈log2 n⌉ + 4 sweeps), at sweeps·n⁴ flops per matrix; so it
+serves n ≤ ``JACOBI_MAX`` = 128, and larger matrices go back to ``torch.linalg.eigh``
+(n³ per matrix, looped, one sync). From PyTorch's source (BatchLinearAlgebraLib.cpp,
+linalg_eigh_cusolver) and cuSOLVER's documentation; no GPU has timed it here
+(``corediff bench`` measures it).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal, NamedTuple
 
 import torch
 from pydantic import Field, NonNegativeFloat, NonNegativeInt
 from torch import Tensor
 
-from corediff.maths.cold import svd_error_curve
 from corediff.config import ComponentConfig
 from corediff.interfaces import Degradation
+from corediff.maths.cold import svd_error_curve
 from corediff.maths.noise import randn
 
 Solver = Literal["auto", "gesvd", "gesvdj", "gesvda", "gram_eigh"]
@@ -178,10 +188,68 @@ def gram_eigh_svd(x: Tensor) -> SVDFactors:
         U, S, Vh = gram_eigh_svd(x.mT)
         return SVDFactors(Vh.mT.contiguous(), S, U.mT.contiguous())
     wide = x.double()
-    U = torch.linalg.eigh(wide @ wide.mT).eigenvectors.flip(-1)  # descending eigenvalues
-    Y = U.mT @ wide  # rows σ_i v_iᵀ
+    gram = wide @ wide.mT
+    U = jacobi_eigenvectors(gram) if gram.shape[-1] <= JACOBI_MAX else \
+        torch.linalg.eigh(gram).eigenvectors
+    Y = U.mT @ wide  # rows σ_i v_iᵀ, in any order: sorted by σ below
     S, order = torch.linalg.vector_norm(Y, dim=-1).sort(dim=-1, descending=True, stable=True)
     U = U.gather(-1, order.unsqueeze(-2).expand_as(U))
     Y = Y.gather(-2, order.unsqueeze(-1).expand_as(Y))
     Vh = torch.where(S[..., None] > 0, Y / S[..., None].clamp_min(1e-300), 0.0)
     return SVDFactors(U.to(x.dtype), S.to(x.dtype), Vh.to(x.dtype))
+
+
+#: Largest n whose Gram matrices :func:`jacobi_eigenvectors` decomposes (see the module doc).
+JACOBI_MAX = 128
+_ROUNDS: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}
+
+
+def _rounds(m: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """For each of the m − 1 rounds of the round-robin (circle) ordering of m indices, in
+    which every index is paired once: the flat positions in an m×m matrix read (a_pp, a_qq,
+    a_pq) and written (r_pp, r_pq, r_qp, r_qq) by its m/2 disjoint rotations. Built once per
+    (m, device): a host→device copy the first time only."""
+    key = (m, torch.device(device))
+    if key not in _ROUNDS:
+        order, reads, writes = list(range(m)), [], []
+        for _ in range(m - 1):
+            p, q = order[: m // 2], order[::-1][: m // 2]
+            diagonal = [i * m + i for i in p] + [j * m + j for j in q]
+            upper, lower = [i * m + j for i, j in zip(p, q)], [j * m + i for i, j in zip(p, q)]
+            reads.append(diagonal + upper)
+            writes.append(diagonal[: m // 2] + upper + lower + diagonal[m // 2:])
+            order = [order[0], order[-1], *order[1:-1]]
+        _ROUNDS[key] = (torch.tensor(reads, device=device), torch.tensor(writes, device=device))
+    return _ROUNDS[key]
+
+
+def jacobi_eigenvectors(gram: Tensor) -> Tensor:
+    """Eigenvectors (columns, in no particular order) of symmetric matrices [..., n, n] by
+    the parallel cyclic Jacobi method (Golub & Van Loan, "Matrix Computations", 4th ed.,
+    §8.5.2 symmetric Schur decomposition and §8.5.5 parallel ordering): each round zeroes
+    m/2 disjoint off-diagonal pairs at once, G ← Rᵀ G R, V ← V R, with
+    t = sign(τ) / (|τ| + √(1 + τ²)), τ = (a_qq − a_pp) / (2 a_pq), c = 1 / √(1 + t²), s = t·c.
+    A fixed ⌈log2 n⌉ + 4 sweeps (no convergence test: it would be a host sync); odd n is
+    padded with a zero row and column, which decouples."""
+    n = gram.shape[-1]
+    m = n + n % 2
+    if m != n:
+        gram = torch.nn.functional.pad(gram, (0, 1, 0, 1))
+    reads, writes = _rounds(m, gram.device)
+    flat = (*gram.shape[:-2], m * m)
+    vectors = torch.eye(m, dtype=gram.dtype, device=gram.device).expand_as(gram)
+    for _ in range(math.ceil(math.log2(max(m, 2))) + 4):
+        for read, write in zip(reads, writes, strict=True):
+            app, aqq, apq = gram.flatten(-2).index_select(-1, read).chunk(3, -1)
+            coupled = apq != 0
+            tau = (aqq - app) / (2 * torch.where(coupled, apq, 1.0))
+            t = torch.where(tau >= 0, 1.0, -1.0) / (tau.abs() + torch.hypot(
+                torch.ones_like(tau), tau))
+            t = torch.where(coupled, t, 0.0)
+            c = torch.rsqrt(1 + t * t)
+            s = t * c
+            rotation = gram.new_zeros(flat).index_copy_(
+                -1, write, torch.cat([c, s, -s, c], -1)).view(gram.shape)
+            gram = rotation.mT @ gram @ rotation
+            vectors = vectors @ rotation
+    return vectors[..., :n, :n]
