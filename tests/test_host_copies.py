@@ -216,15 +216,20 @@ def test_training_steps_on_a_stand_in_device(name: str, tmp_path: Path,
     with HostToDevice():
         loss, norm, _ = trainer.train_step(on_meta)  # per-device tables are built here
     assert loss.device == norm.device == META
+    staging = set()  # host placement: the host buffers the batches' factors pass through
     for _ in range(4):
         with HostToDevice() as spy:
             trainer.train_step(on_meta)
+        if name == "svd_host_cache":
+            staging |= {b.data_ptr() for pair in trainer.factor_cache._ring for b in pair[0]}
         unlisted = [c for c in spy.copies if c.split(" at ")[1] not in PER_STEP]
         assert unlisted == [], f"{name}: host->device copies in a training step: {unlisted}"
     places = {c.split(" at ")[1] for c in spy.copies}
     expected = set(PER_STEP) if name == "svd_host_cache" else \
         {"factor_cache.py:degrade"} if name == "svd_device_cache" else set()
     assert places == expected, spy.copies
+    if name == "svd_host_cache":  # two sets, reused: no per-step pinning, bounded memory
+        assert len(staging) == 2 * len(trainer.factor_cache.parts), staging
 
 
 def _sampler_cases() -> list[tuple[str, dict]]:

@@ -12,7 +12,7 @@ read back, so the result does not depend on what the cache holds: a cold cache (
 resume) gives the same bits as a warm one.
 
 Memory is bounded (:func:`plan`, ``train.factor_cache``): the factors live on the training
-device, in (pinned) host memory gathered per batch with non-blocking copies, or nowhere; at
+device, in host memory gathered per batch with non-blocking copies, or nowhere; at
 most ``capacity`` images are stored (indices below it), the others are decomposed at every
 step. The cache serves datasets whose items are fixed up to a mirror
 (:meth:`corediff.interfaces.Dataset.fixed_items`); a per-image fingerprint on the device (an
@@ -132,8 +132,9 @@ def _size(count: int) -> str:
 class FactorCache:
     """Factors of training images by dataset index (those below ``capacity``), filled lazily.
 
-    ``placement`` "device" keeps them on ``device``, "host" in CPU memory (pinned when
-    ``device`` is CUDA) gathered per batch; ``dtype`` is the storage dtype (None: as
+    ``placement`` "device" keeps them on ``device``, "host" in CPU memory gathered per batch
+    straight into one of two staging buffers (pinned when ``device`` is CUDA: the pinned
+    memory is two batches' factors, not the whole cache); ``dtype`` is the storage dtype (None: as
     decomposed; float16 halves the memory, see tests/test_factor_cache.py for its error).
     For ``svd`` on C×H×W images the factors take C·(H·K + K + K·W) values with
     K = min(H, W), e.g. 3×64×64 in float32: 97 KiB per image (AFHQ's 14,630 training images:
@@ -158,6 +159,8 @@ class FactorCache:
         self._kind: type = Tensor
         self._weights: Tensor | None = None
         self.decomposed = 0  # images decomposed so far (stored or not)
+        self._ring: list[list[Any]] = [[None, None], [None, None]]  # [buffers, copy event]
+        self._turn = 0
 
     supports = staticmethod(supports)
 
@@ -202,6 +205,44 @@ class FactorCache:
         x_t = self.degradation.degrade_from_factors(_build(self._kind, parts), t, noise)
         return torch.where((t == 0).view(-1, *(1,) * (x0.dim() - 1)), x0, x_t.to(x0.dtype))
 
+    def fill(self, dataset: Any, rank: int, world_size: int, batch: int = 64) -> None:
+        """Decompose every image below ``capacity`` once over ``world_size`` DDP ranks
+        (torch.distributed initialised): in rounds of ``batch`` images per rank, rank r
+        decomposes the r-th block of each round and all ranks all-gather the factors and
+        fingerprints, so each rank ends with every image's factors (the same bits) having
+        decomposed 1/world_size of them; before, each rank decomposed the whole dataset.
+        ``dataset[i]`` gives (image, label); its items are fixed up to a mirror (stored in
+        canonical orientation, as :meth:`degrade` stores them). Call on every rank."""
+        import torch.distributed as dist
+
+        shape = dataset[0][0].shape
+        for first in range(0, self.capacity, batch * world_size):
+            own = range(first + rank * batch, min(first + (rank + 1) * batch, self.capacity))
+            x = torch.zeros((batch, *shape))  # padded: every rank sends equal blocks
+            if len(own):
+                x[:len(own)] = torch.stack([dataset[i][0] for i in own])
+            canon = canonical(x.to(self.device))[0]
+            factors = self.degradation.decompose(canon)
+            new = [p if self.dtype is None else p.to(self.dtype) for p in _parts(factors)]
+            self.decomposed += len(own)
+            if not self.parts:
+                self._kind = type(factors)
+                self._allocate(canon, new)
+            blocks = [*new, self._fingerprint(canon)]
+            gathered = []
+            for block in blocks:
+                pieces = [torch.empty_like(block) for _ in range(world_size)]
+                dist.all_gather(pieces, block.contiguous())
+                gathered.append(torch.cat(pieces))
+            rows = np.arange(first, first + batch * world_size)
+            keep = np.flatnonzero(rows < self.capacity)
+            slots = torch.from_numpy(rows[keep])
+            for part, values in zip([*self.parts, self.fingerprints], gathered, strict=True):
+                index = torch.from_numpy(keep).to(values.device)
+                part.index_copy_(0, slots.to(part.device),
+                                 values.index_select(0, index).to(part.device))
+            self.filled[rows[keep]] = True
+
     def check(self) -> None:
         """Raise when a stored image came back different (one host sync: call it at
         checkpoints)."""
@@ -215,15 +256,30 @@ class FactorCache:
     def _gather(self, slots: np.ndarray, device_slots: Tensor) -> list[Tensor]:
         if self.storage_device == self.device:
             return [part.index_select(0, device_slots) for part in self.parts]
-        parts = [part.index_select(0, torch.from_numpy(slots)) for part in self.parts]
-        if self.pin:
-            parts = [part.pin_memory() for part in parts]
-        return [part.to(self.device, non_blocking=True) for part in parts]
+        index = torch.from_numpy(slots)
+        moved = [torch.index_select(part, 0, index, out=buffer).to(self.device, non_blocking=True)
+                 for part, buffer in zip(self.parts, self._staging(len(slots)), strict=True)]
+        if self.pin:  # the buffers are free again once the device has read them
+            self._ring[self._turn][1] = torch.cuda.Event()
+            self._ring[self._turn][1].record()
+        return moved
+
+    def _staging(self, rows: int) -> list[Tensor]:
+        """Host buffers for ``rows`` images' factors, the two sets used in turn: a set is
+        reused when its last copy to the device is done (queried, never waited for; a set
+        still in flight is replaced), so a step neither pins memory afresh nor copies twice."""
+        self._turn ^= 1
+        buffers, copied = self._ring[self._turn]
+        if buffers is None or len(buffers[0]) < rows or (copied is not None and not copied.query()):
+            pinned = {"pin_memory": True} if self.pin else {}
+            buffers = [torch.empty((rows, *p.shape[1:]), dtype=p.dtype, **pinned)
+                       for p in self.parts]
+        self._ring[self._turn] = [buffers, None]
+        return [buffer[:rows] for buffer in buffers]
 
     def _allocate(self, canon: Tensor, fresh: list[Tensor]) -> None:
-        pinned = {"pin_memory": True} if self.pin else {}
         self.parts = [torch.empty((self.capacity, *p.shape[1:]), dtype=p.dtype,
-                                  device=self.storage_device, **pinned) for p in fresh]
+                                  device=self.storage_device) for p in fresh]
         self.fingerprints = torch.zeros(self.capacity, dtype=torch.int64, device=self.device)
         generator = torch.Generator().manual_seed(0)
         self._weights = torch.randint(1, 256, (canon[0].numel(),), generator=generator
