@@ -320,6 +320,11 @@ def cases() -> list[Case]:
              sample, "an integer has more than 4300 digits"),
         Case("recipe.toml-binary", write(stored, bytes(range(256)) * 4), sample,
              "recipe.toml is not UTF-8 text"),
+        Case("recipe.toml-binary-resume", write(stored, bytes(range(256)) * 4), resume,
+             "recipe.toml is not UTF-8 text"),
+        Case("recipe.toml-huge_integer-resume", write(
+            stored, b"[train]\nsteps = " + b"9" * 5000), resume,
+             "an integer has more than 4300 digits"),
         Case("recipe.toml-directory", directory(stored), sample,
              "recipe.toml is a directory, not a regular file"),
     ]

@@ -62,7 +62,7 @@ from corediff.errors import Interrupted, TrainingError
 from corediff.interfaces import ObjectiveBatch
 from corediff.paths import check_writable
 from corediff.pipeline import Pipeline
-from corediff.recipe import Recipe, parse_recipe, parse_toml, recipe_to_dict, recipe_to_toml
+from corediff.recipe import Recipe, parse_recipe, read_toml, recipe_to_dict, recipe_to_toml
 
 FIT_IMAGES = 512
 #: Offset of run.seed for the validation generator, away from the training streams (seed +
@@ -789,8 +789,5 @@ def _stored_recipe(path: Path) -> dict[str, Any]:
     """The recipe a checkpoint was trained with, resolved as a new recipe is (defaults filled
     in, corediff 0.1 keys upgraded), as plain data."""
     source = path / "recipe.toml"
-    try:
-        data = parse_toml(source.read_text(encoding="utf-8"), str(source))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrainingError(f"checkpoint '{path}': its recipe.toml is unreadable: {exc}") from None
+    data = read_toml(source, f"checkpoint '{path}': recipe.toml")
     return recipe_to_dict(parse_recipe(data, source=str(source)))
