@@ -255,9 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="check and measure this machine (CUDA, bf16, compile, DDP, speed)",
         description="Check CUDA, bf16 autocast, channels_last, torch.compile, DDP and a "
-        "sync-free training step, then measure training images/s and MFU, the SVD share of "
-        "a step, data loading, sampling and peak memory. Writes report.json and report.md; "
-        "what cannot run here is marked skipped.",
+        "sync-free training step, then measure the real training step's images/s and MFU "
+        "per model (peaks per GPU model), the SVD share of a step, data loading, sampling "
+        "(Gaussian and SVD cold) and peak memory. Writes report.json and report.md; what "
+        "cannot run here is marked skipped or not checked.",
     )
     bench.add_argument("--out", default="bench", help="output folder (default: bench)")
     bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

@@ -23,6 +23,7 @@ from corediff.bench.common import (
     Skipped,
     no_cuda,
     sync,
+    timed,
     tiny_inputs,
     tiny_unet,
 )
@@ -72,35 +73,54 @@ def check_channels_last(settings: Settings) -> dict[str, Any]:
 
 
 def check_compile(settings: Settings) -> dict[str, Any]:
-    """torch.compile of the tiny U-Net's forward gives the eager output (compile time)."""
+    """torch.compile: the tiny U-Net's compiled forward gives the eager output, and the real
+    training step (Trainer with ``train.compile``, bf16 on CUDA) is timed compiled, its first
+    step (the compilation) apart, beside the same step eager."""
+    from corediff.bench.measures import training_trainer
+
     if not settings.compile:
         raise Skipped("--no-compile")
     if not settings.cuda and not settings.compile_on_cpu:
         raise no_cuda()
     model, (x, t) = tiny_unet(settings.device).eval(), tiny_inputs(settings.device)
-    start = time.perf_counter()
     with torch.no_grad():
         compiled = torch.compile(model)(x, t)
         eager = model(x, t)
     difference = (compiled - eager).abs().max().item()
     if not difference <= 1e-2 * max(1.0, eager.abs().max().item()):
         raise RuntimeError(f"compiled output differs from eager by {difference:.3g}")
-    return {"compile_s": time.perf_counter() - start, "max_abs_difference": difference}
+    out: dict[str, Any] = {"max_abs_difference": difference}
+    for name, flag in (("compiled", True), ("eager", False)):
+        trainer = training_trainer("unet", "tiny", image_size=16, batch=settings.batch_size,
+                                   device=settings.device, dtype=settings.dtype,
+                                   workdir=settings.workdir, compile=flag)
+        data = trainer.batches()
+        start = time.perf_counter()
+        trainer.train_step(data)
+        sync(settings.device)
+        if flag:
+            out["compile_s"] = time.perf_counter() - start
+        out[f"{name}_step_ms"] = 1e3 * timed(lambda t=trainer: t.train_step(data),
+                                             settings.device, settings.steps)
+    return out
 
 
 def check_ddp(settings: Settings) -> dict[str, Any]:
     """``python -m torch.distributed.run --standalone --nproc_per_node N -m corediff train``
-    of a tiny recipe: N = number of GPUs (NCCL; one GPU: one process, no process group), or 2
-    CPU processes under gloo with ``ddp_on_cpu``. The last checkpoint must record N."""
+    of a tiny recipe: N = number of GPUs (NCCL; on one GPU one process, which opens no process
+    group, so an NCCL all_reduce over a group of one is checked apart), or 2 CPU processes
+    under gloo with ``ddp_on_cpu``; else "not checked". The last checkpoint must record N."""
     from corediff.engine import checkpoint
 
     if settings.cuda:
         n, backend = torch.cuda.device_count(), "nccl"
-        backend = backend if n > 1 else "none (one GPU: one process)"
+        if n == 1:  # torchrun with one process opens no process group: NCCL checked here
+            backend = f"nccl (world size 1: all_reduce {nccl_world_of_one(settings)}; " \
+                      "training as one process)"
     elif settings.ddp_on_cpu:
         n, backend = 2, "gloo"
     else:
-        raise no_cuda()
+        raise Skipped("not checked: no CUDA (--ddp-on-cpu runs 2 gloo processes)")
     folder = Path(tempfile.mkdtemp(prefix="ddp_", dir=settings.workdir))
     recipe = folder / "recipe.toml"
     recipe.write_text(DDP_RECIPE.format(device=settings.device.type))
@@ -121,6 +141,24 @@ def check_ddp(settings: Settings) -> dict[str, Any]:
         raise RuntimeError(f"checkpoint records world size {state['world_size']}, "
                            f"step {state['step']} (expected {n}, 6)")
     return {"processes": n, "backend": backend}
+
+
+def nccl_world_of_one(settings: Settings) -> str:
+    """An NCCL process group of this process alone: all_reduce of a tensor on the device,
+    the group destroyed after; "ok" or raises."""
+    import torch.distributed as dist
+
+    store = dist.FileStore(str(Path(tempfile.mkdtemp(dir=settings.workdir)) / "store"), 1)
+    dist.init_process_group("nccl", store=store, rank=0, world_size=1,
+                            device_id=settings.device)
+    try:
+        value = torch.full((4,), 3.0, device=settings.device)
+        dist.all_reduce(value)
+        if value.tolist() != [3.0] * 4:
+            raise RuntimeError(f"NCCL all_reduce over one rank gave {value.tolist()}")
+    finally:
+        dist.destroy_process_group()
+    return "ok"
 
 
 def check_no_host_sync(settings: Settings) -> dict[str, Any]:

@@ -13,8 +13,21 @@ import torch
 
 import corediff
 
-PEAKS = {"H200": (989e12, 494e12), "H100": (989e12, 494e12), "A100": (312e12, 156e12),
-         "L4": (121e12, 60e12), "4090": (165e12, 82e12)}
+#: Dense (no sparsity) tensor-core peaks per GPU model from NVIDIA's datasheets: (what
+#: torch.cuda.get_device_name contains, model, bf16 FLOP/s, TF32 FLOP/s), the first match
+#: wins (so NVL and PCIe come before the SXM default). GeForce cards: FP32 accumulate.
+PEAKS = [
+    ("H100 NVL", "H100 NVL", 835e12, 418e12), ("H100 PCIe", "H100 PCIe", 756e12, 378e12),
+    ("H100", "H100 SXM", 989e12, 495e12), ("H200 NVL", "H200 NVL", 835e12, 418e12),
+    ("H200", "H200 SXM", 989e12, 495e12), ("GH200", "GH200", 989e12, 495e12),
+    ("A100", "A100", 312e12, 156e12), ("L40S", "L40S", 362e12, 183e12),
+    ("L40", "L40", 181e12, 90.5e12), ("L4", "L4", 121e12, 60e12),
+    ("A10G", "A10G", 70e12, 35e12), ("A10", "A10", 125e12, 62.5e12),
+    ("RTX 6000 Ada", "RTX 6000 Ada", 364e12, 182e12), ("A6000", "RTX A6000", 155e12, 77e12),
+    ("5090", "GeForce RTX 5090", 209.5e12, 104.8e12),
+    ("4090", "GeForce RTX 4090", 165e12, 82.6e12), ("4080", "GeForce RTX 4080", 97.5e12, 48.7e12),
+    ("3090", "GeForce RTX 3090", 71e12, 35.6e12), ("3080", "GeForce RTX 3080", 59.5e12, 29.8e12),
+]
 #: (model, preset) measured by a full bench and by benchmarks/throughput.py; --quick: the tiny ones.
 MODELS = [("unet", "tiny"), ("unet", "small"), ("unet", "base"), ("dit", "tiny"), ("dit", "small")]
 QUICK_MODELS = [("unet", "tiny"), ("dit", "tiny")]
@@ -93,6 +106,12 @@ class Settings:
     def dtype(self) -> torch.dtype:
         """bf16 on CUDA, fp32 elsewhere (the training precision measured)."""
         return torch.bfloat16 if self.cuda else torch.float32
+
+
+def gpu_peaks(name: str) -> tuple[str, float, float] | None:
+    """(model, bf16 peak, TF32 peak) of the GPU named ``name`` (as
+    torch.cuda.get_device_name gives it), None for a model not in :data:`PEAKS`."""
+    return next(((model, bf16, tf32) for key, model, bf16, tf32 in PEAKS if key in name), None)
 
 
 def no_cuda() -> Skipped:

@@ -17,17 +17,19 @@ from typing import Any
 import torch
 
 import corediff
-from corediff.bench.common import PEAKS, QUICKSTART, Settings, sync, timed
+from corediff.bench.common import QUICKSTART, Settings, gpu_peaks, sync, timed
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
-    """(peak FLOP/s, where it comes from): the table for known GPUs (dense bf16/fp32
-    tensor-core peak), else a measured large matmul in ``dtype``."""
+    """(peak FLOP/s, where it comes from): the table for known GPUs (dense bf16 or TF32
+    tensor-core peak, :func:`~corediff.bench.common.gpu_peaks`), else a measured large
+    matmul in ``dtype``."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, (bf16, fp32) in PEAKS.items():
-            if key in name:
-                return (bf16 if dtype == torch.bfloat16 else fp32), f"table ({name})"
+        known = gpu_peaks(name)
+        if known is not None:
+            model, bf16, tf32 = known
+            return (bf16 if dtype == torch.bfloat16 else tf32), f"table: {model} ({name})"
     n = 4096 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     return 2 * n**3 / timed(lambda: a @ a, device, 10), f"measured {n}² matmul"
@@ -53,35 +55,53 @@ class Throughput:
         return self.flops_per_image * self.images_per_s / peak
 
 
+def training_trainer(kind: str, preset: str, *, image_size: int, batch: int,
+                     device: torch.device, dtype: torch.dtype, workdir: Path,
+                     compile: bool = False) -> Any:
+    """A :class:`~corediff.engine.trainer.Trainer` of recipes/quickstart.toml (digits,
+    Gaussian degradation, v-prediction, min-SNR weighting, label dropout, EMA; channels_last
+    on CUDA) with a ``kind``/``preset`` model at ``image_size``, ``batch``,
+    autocast to ``dtype`` (fp32: none) and optionally torch.compile, fitted and ready."""
+    from corediff.engine.distributed import Context
+    from corediff.engine.rundir import RunDir
+    from corediff.engine.trainer import Trainer
+
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+    recipe = corediff.load_recipe(QUICKSTART, overrides=[
+        f"model={{type='{kind}', preset='{preset}'}}", f"data.image_size={image_size}",
+        f"train.batch_size={batch}", f"train.precision='{precision}'",
+        f"train.compile={str(compile).lower()}", f"run.device='{device}'"])
+    trainer = Trainer(corediff.build(recipe), RunDir(Path(tempfile.mkdtemp(dir=workdir))),
+                      Context(device))
+    trainer.fit_components()
+    trainer.net.train()
+    return trainer
+
+
 def train_throughput(kind: str, preset: str, *, image_size: int, batch: int, steps: int,
-                     device: torch.device, dtype: torch.dtype) -> Throughput:
-    """Images/s of a full training step (forward, backward, AdamW; autocast to ``dtype``
-    unless fp32) of a 3-channel model preset over ``steps`` steps after two warm-up steps,
-    and the step's FLOPs."""
+                     device: torch.device, dtype: torch.dtype, compile: bool = False,
+                     ) -> Throughput:
+    """Images/s of the real training step, ``Trainer.train_step`` (degradation, weighting,
+    autocast, backward, clipping, AdamW, EMA) on its data path (the loader's batches moved
+    to the device) of :func:`training_trainer`, over ``steps`` steps after two warm-up
+    steps, and the FLOPs of one step."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = corediff.create("model", kind, preset=preset, in_channels=3, out_channels=3,
-                            image_size=image_size).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, image_size, image_size, device=device)
-    t = torch.randint(1, 1000, (batch,), device=device)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = model(x, t).float().square().mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    with FlopCounterMode(display=False) as counter:
-        step()
-    step()
-    seconds = timed(step, device, steps)
+    with tempfile.TemporaryDirectory(prefix="corediff_train_") as workdir:
+        trainer = training_trainer(kind, preset, image_size=image_size, batch=batch,
+                                   device=device, dtype=dtype, workdir=Path(workdir),
+                                   compile=compile)
+        data = trainer.batches()
+        trainer.train_step(data)
+        with FlopCounterMode(display=False) as counter:
+            trainer.train_step(data)
+        seconds = timed(lambda: trainer.train_step(data), device, steps)
     return Throughput(batch / seconds, counter.get_total_flops(), batch)
 
 
 def measure_training(kind: str, preset: str) -> Callable[[Settings], dict[str, Any]]:
-    """Images/s, GFLOP/image and MFU of one preset (peak memory too on CUDA)."""
+    """Images/s, GFLOP/image and MFU of one preset's real training step (peak memory of
+    this configuration too on CUDA)."""
 
     def measure(s: Settings) -> dict[str, Any]:
         if s.cuda:
@@ -191,6 +211,28 @@ def measure_sampling(s: Settings) -> dict[str, Any]:
         result[f"images_per_s{suffix}"] = n / (time.perf_counter() - start)
         result["nfe"] = generated.nfe
     return result
+
+
+def measure_svd_sampling(s: Settings) -> dict[str, Any]:
+    """Images/s of SVD cold diffusion sampling (studies/recipes/svd_digits16.toml: rank
+    schedule, cold sampler, a prior fitted on the data; freshly built weights, fitted
+    components): 100 samples, or 8 with quick, in one batch; the factors of every x̂0 are
+    decomposed on the device at each step (gram_eigh's batched Jacobi on CUDA)."""
+    from corediff.bench.common import SVD_RECIPE
+    from corediff.engine.trainer import fit_images
+
+    n = 8 if s.quick else 100
+    pipeline = corediff.build(corediff.load_recipe(SVD_RECIPE))
+    images = fit_images(pipeline)
+    for component in pipeline.components().values():
+        component.fit(images)
+    pipeline.model.to(s.device).eval()
+    pipeline.sample(2, batch_size=2)  # warm-up
+    sync(s.device)
+    start = time.perf_counter()
+    generated = pipeline.generate(n, batch_size=n)
+    sync(s.device)
+    return {"images_per_s": n / (time.perf_counter() - start), "n": n, "nfe": generated.nfe}
 
 
 def measure_peak_memory(s: Settings) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from corediff.bench.measures import (
     measure_data_loader,
     measure_peak_memory,
     measure_sampling,
+    measure_svd_sampling,
     measure_svd_share,
     measure_training,
 )
@@ -40,7 +41,8 @@ def run(settings: Settings, progress: Callable[[str, dict[str, Any]], None] | No
     models = QUICK_MODELS if settings.quick else MODELS
     measurements = {f"train_{k}_{p}": measure_training(k, p) for k, p in models}
     measurements |= {"svd_share": measure_svd_share, "data_loader": measure_data_loader,
-                     "sampling": measure_sampling, "peak_memory": measure_peak_memory}
+                     "sampling": measure_sampling, "svd_sampling": measure_svd_sampling,
+                     "peak_memory": measure_peak_memory}
     report: dict[str, Any] = {
         "settings": {"device": str(settings.device), "quick": settings.quick,
                      "image_size": settings.size, "batch": settings.batch_size,
