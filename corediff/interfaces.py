@@ -97,7 +97,9 @@ class Component(ABC):  # noqa: B024 - each kind adds its abstract methods
         """Why this component, with ``config``, cannot work with the recipe's others (empty:
         it can). ``others`` maps each kind to its (class, config). Called when a recipe is
         validated, after the capability check; e.g. ε-prediction refuses a schedule whose
-        ᾱ_T = 0. Components built directly from Python are not checked."""
+        ᾱ_T = 0. ``corediff.create`` runs it on the dependencies it is given, and a
+        pipeline's ``recipe`` on the whole composition; a class called directly is not
+        checked."""
         return []
 
     def fit(self, images: Tensor) -> None:  # noqa: B027 - optional hook, no-op by default
