@@ -74,6 +74,11 @@ define("gaussian", "degradation",
        "variance preserving: x_t = α_t·x0 + σ_t·ε with α_t = sqrt(ᾱ_t), σ_t = sqrt(1 − ᾱ_t), "
        "ᾱ = schedule.values(); sample_noise draws ε, estimate_noise inverts x_t for ε; the "
        "maths of corediff.maths.gaussian applies.")
+define("gaussian_family", "degradation",
+       "a member of the Gaussian family x_t = α(t)·x0 + σ(t)·ε: implements "
+       "corediff.maths.family.GaussianFamily (alpha, sigma, lambda_, t_from_lambda, "
+       "t_from_sigma, coefficients), so the family's samplers (euler, heun, dpmpp_2m, unipc) "
+       "drive it.")
 define("snr", "degradation", "snr(t) returns the signal-to-noise ratio α_t²/σ_t² (float64).")
 define("continuous", "degradation",
        "degrade, estimate_noise (and snr where provided) take real times t in [0, t_max] as "

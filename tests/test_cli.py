@@ -136,7 +136,7 @@ def test_plugins_show_describes_a_plugin(capsys) -> None:
     assert out.startswith(f"sampler 'ddim' — corediff {__version__} "
                           "(corediff_plugins.samplers.ddim:DDIMSampler)\n")
     assert 'DDIM: Song et al. 2021, "Denoising Diffusion Implicit Models"' in out
-    assert "requires:\n  degradation providing gaussian\n" in out
+    assert "requires:\n  degradation providing gaussian_family\n" in out
     assert "network evaluations per step: 1\n" in out
     assert "config [diffusion.sampler]:\n" in out
     assert "  steps: int > 0 ≤ 100000 | None, default None\n" in out

@@ -13,7 +13,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteSche
 
 import corediff
 from corediff import testing
-from corediff.maths.flow import flow_time_grid, shift_time, visited_times
+from corediff.maths.flow import flow_time_grid, shift_time
+from corediff.maths.timesteps import visit_from
 from corediff.registry import registry
 from corediff_plugins.degradations.flow import FlowDegradation
 from corediff_plugins.parameterizations.velocity import VelocityParameterization
@@ -82,10 +83,10 @@ def test_flow_maths() -> None:
     grid = flow_time_grid(5, 3.0)
     assert grid == sorted(grid, reverse=True) and grid[0] == 1.0 and len(grid) == 5
     assert flow_time_grid(1) == [1.0]
-    assert visited_times(grid) == grid
-    assert visited_times(grid, 0.9) == [0.9] + [g for g in grid if g < 0.9]
+    assert visit_from(grid, None, 1.0) == grid
+    assert visit_from(grid, 0.9, 1.0) == [0.9] + [g for g in grid if g < 0.9]
     with pytest.raises(ValueError, match="start"):
-        visited_times(grid, 1.5)
+        visit_from(grid, 1.5, 1.0)
 
 
 def test_heun_nfe_and_start() -> None:

@@ -6,8 +6,9 @@ degradation it was written for, with a fixed analytic network, x_T and noise.
 ``tests/data/pinned_solvers.safetensors`` was computed by commit 622e170 (the code before the
 refactor; regenerate with ``python tests/test_pinned_solvers.py`` from a checkout of the commit
 to pin). :data:`EXACT` lists the cases whose arithmetic the refactor kept: they must match bit
-for bit. The others (the flow presets, whose steps are now the family's Euler / Heun in the
-flow variable y = x/(α + σ), u = σ/(α + σ), and DDIM-limit steps) must match to 1e-6.
+for bit — all of them: the presets edm_euler / edm_heun / flow_euler / flow_heun are the
+family's Euler and Heun with the arithmetic of the former samplers (x·1.0 and α = 1 exact).
+A case outside EXACT would have to match to 1e-6.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ CASES: dict[str, tuple[str, str, str, dict[str, Any]]] = {
 }
 
 #: Cases whose arithmetic is unchanged by the refactor: bit for bit.
-EXACT: set[str] = set()
+EXACT: set[str] = set(CASES)
 #: Tolerance of the others (absolute, rtol 0).
 ATOL = 1e-6
 

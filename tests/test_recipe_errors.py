@@ -118,7 +118,7 @@ CASES = [
      edit('type = "gaussian"', 'type = "blur"').replace('type = "linear"',
                                                         'type = "blur_incremental"')
      .replace('type = "eps"', 'type = "x0"'), [],
-     "sampler 'ddim' [diffusion.sampler] needs a degradation that provides 'gaussian', but "
+     "sampler 'ddim' [diffusion.sampler] needs a degradation that provides 'gaussian_family', but "
      "degradation 'blur' [diffusion.degradation] provides"),
     ("min-snr-needs-snr",
      edit('type = "gaussian"', 'type = "blur"').replace('type = "linear"',

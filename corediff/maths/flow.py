@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field, PositiveFloat
 from torch import Tensor
 
-from corediff.config import ComponentConfig, StepCount
 from corediff.interfaces import Prediction
 
 #: diffusers' ``num_train_timesteps``: its grids end at the shifted 1 / 1000.
@@ -56,28 +54,6 @@ def flow_time_grid(steps: int, shift: float = 1.0, train_steps: int = TRAIN_STEP
     sigma_min = float((shift * sigma_min / (1 + (shift - 1) * sigma_min)).item())
     grid = np.linspace(1.0 * train_steps, sigma_min * train_steps, steps) / train_steps
     return [float(v) for v in shift * grid / (1 + (shift - 1) * grid)]
-
-
-def visited_times(grid: list[float], start: float | None = None) -> list[float]:
-    """The grid's times from ``start`` (default: the grid as is, from 1): an explicit start in
-    (0, 1] is visited first, then the grid's times below it (as
-    :func:`corediff.maths.timesteps.visited_steps` does for steps)."""
-    if start is None:
-        return list(grid)
-    start = float(start)
-    if not 0 < start <= 1:
-        raise ValueError(f"start must lie in (0, 1], got {start}")
-    return [start] + [t for t in grid if t < start]
-
-
-class FlowGridConfig(ComponentConfig):
-    """Config fields of a flow sampler on :func:`flow_time_grid`: derive a sampler's Config
-    from it."""
-
-    steps: StepCount = Field(20, description="Sampling steps N: the grid's N times from 1.")
-    shift: PositiveFloat = Field(
-        1.0, description="SD3's time shift s: t' = s·t / (1 + (s − 1)·t) (1: none; SD3 uses "
-        "3.0 at 1024², Esser et al. 2024, §5.3.2).")
 
 
 def velocity_from(x0: Tensor, eps: Tensor) -> Tensor:

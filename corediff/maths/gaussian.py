@@ -118,13 +118,19 @@ def _interpolate_log_sigma(t: Tensor, log_sigma: Tensor) -> Tensor:
 
 def step_from_sigma(sigma: Tensor, alpha_bar: Tensor) -> Tensor:
     """The fractional step t ∈ [1, T] whose σ is ``sigma`` (the inverse of
-    :func:`sigma_at_step`; σ outside the schedule's range clamps to its ends); float64."""
+    :func:`sigma_at_step`; σ outside the schedule's range clamps to its ends); float64.
+
+    On a zero-terminal-SNR schedule (σ_T = ∞) σ = ∞ is step T; a finite σ above σ_{T−1}
+    clamps to T − 1 (the log-σ interpolation is ∞ everywhere between them)."""
     log_sigma = ve_sigma(alpha_bar.double()[1:]).log().to(sigma.device)
     target = sigma.double().log().clamp(log_sigma[0], log_sigma[-1])
     high = torch.searchsorted(log_sigma, target).clamp(1, len(log_sigma) - 1)
     low = high - 1
     w = (target - log_sigma[low]) / (log_sigma[high] - log_sigma[low])
-    return low + 1 + w.clamp(0, 1)
+    steps = low + 1 + w.clamp(0, 1)
+    if bool(log_sigma[-1].isinf()):
+        steps = torch.where(target.isinf(), float(len(log_sigma)), steps)
+    return steps
 
 
 def karras_sigmas(count: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:

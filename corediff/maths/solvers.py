@@ -23,17 +23,25 @@ steps takes these solvers as it is; the last move goes to t = 0 (σ = 0, the sam
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveFloat, model_validator
 from torch import Tensor
 
 from corediff.config import ComponentConfig, StepCount
-from corediff.maths.gaussian import karras_sigmas, sigma_at_step, step_from_sigma, ve_sigma
 from corediff.interfaces import Sampler
+from corediff.maths.gaussian import karras_sigmas, sigma_at_step, step_from_sigma, ve_sigma
+from corediff.maths.timesteps import (
+    SPACINGS,
+    Spacing,
+    check_spacing_steps,
+    space_timesteps,
+    visit_from,
+)
 
 
 @dataclass(frozen=True)
@@ -53,10 +61,16 @@ def diffusers_timesteps(steps: int, count: int, spacing: str, *, multistep: bool
     ("linspace" | "leading" | "trailing", steps_offset = 0) with T = ``steps``.
 
     ``multistep``: DPMSolverMultistep / UniPCMultistep (N + 1 points with the last dropped,
-    rounded to integers); otherwise Euler / Heun discrete (N points, "linspace" fractional)."""
+    rounded to integers); otherwise Euler / Heun discrete (N points, "linspace" fractional).
+    "trailing" is round(T − i·T/N) − 1 for i < N: exactly N timesteps (diffusers'
+    ``np.arange(T, 0, −T/N)`` gives N + 1 when T/N rounds down, e.g. 62 for N = 61 at
+    T = 1000; the extra last one is below every other and is dropped here).
+    An improved-diffusion spacing ("ddimN", "10,15,20") gives its integer steps − 1."""
     n = count
     if spacing == "trailing":
-        return np.arange(steps, 0, -steps / n).round() - 1.0
+        return np.array([round(steps - i * steps / n) - 1.0 for i in range(n)])
+    if spacing not in SPACINGS:
+        return np.array(space_timesteps(steps, None, spacing), dtype=np.float64) - 1.0
     if multistep:
         if spacing == "linspace":
             return np.linspace(0, steps - 1, n + 1).round()[::-1][:-1].astype(np.float64)
@@ -64,6 +78,17 @@ def diffusers_timesteps(steps: int, count: int, spacing: str, *, multistep: bool
     if spacing == "linspace":
         return np.linspace(0, steps - 1, n, dtype=np.float32)[::-1].astype(np.float64)
     return (np.arange(0, n) * (steps // n)).round()[::-1].astype(np.float64)
+
+
+def _sigma_at_timesteps(tau: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """σ at diffusers' timesteps τ, linear in τ between integer ones (diffusers' np.interp);
+    an integer τ takes its table entry as is (σ_T = ∞ of a zero-terminal-SNR schedule stays ∞
+    where np.interp would give ∞·0 = NaN)."""
+    whole = tau == np.floor(tau)
+    exact = table[np.clip(tau, 0, len(table) - 1).astype(np.int64)]
+    with np.errstate(invalid="ignore"):
+        between = np.interp(tau, np.arange(len(table)), table)
+    return np.where(whole, exact, between)
 
 
 def solver_steps(
@@ -74,63 +99,136 @@ def solver_steps(
     *,
     multistep: bool,
     start: int | float | None = None,
+    rho: float = 7.0,
 ) -> list[float]:
-    """The fractional steps (descending floats in [1, T]) a solver visits.
+    """The fractional steps (descending floats in [1, T]) a solver visits on a VP schedule.
 
     ``sigmas`` "schedule": σ at diffusers' timesteps τ (:func:`diffusers_timesteps`), σ linear
     in τ between integer steps as diffusers interpolates; "karras": Karras et al.'s eq. 5 grid
-    of ``count`` levels (ρ = 7) between the ends of the schedule's σ (``multistep``) or of the
-    spaced σ (Euler / Heun), as diffusers' ``use_karras_sigmas``. Each σ becomes the step
-    :func:`corediff.maths.gaussian.step_from_sigma` gives (τ + 1 exactly at integer τ). An explicit
-    ``start`` is visited first, then the grid's steps below it.
+    of ``count`` levels (``rho``, 7 as diffusers) between the ends of the schedule's σ
+    (``multistep``) or of the spaced σ (Euler / Heun), as diffusers' ``use_karras_sigmas``.
+    Each σ becomes the step :func:`corediff.maths.gaussian.step_from_sigma` gives (τ + 1
+    exactly at integer τ). An explicit ``start`` is visited first, then the grid's steps below
+    it (:func:`corediff.maths.timesteps.visit_from`).
     """
     steps = len(alpha_bar) - 1
     tau = diffusers_timesteps(steps, count, spacing, multistep=multistep)
     table = ve_sigma(alpha_bar.double()[1:]).numpy()
-    sigma = np.interp(tau, np.arange(steps), table)
+    sigma = _sigma_at_timesteps(tau, table)
     if sigmas == "karras":
         low, high = (table[0], table[-1]) if multistep else (sigma[-1], sigma[0])
-        sigma = karras_sigmas(count, float(low), float(high)).numpy()
+        if not math.isfinite(high):
+            raise ValueError(
+                "sigmas = 'karras' needs a finite largest noise level, but this schedule has "
+                "zero terminal SNR (σ_T = ∞); use sigmas = 'schedule'")
+        sigma = karras_sigmas(count, float(low), float(high), rho).numpy()
     grid = step_from_sigma(torch.from_numpy(np.ascontiguousarray(sigma)), alpha_bar).tolist()
     if any(a <= b for a, b in zip(grid, grid[1:], strict=False)):
         raise ValueError(f"{count} '{spacing}' solver steps repeat a step of T = {steps}")
-    if start is None:
-        return grid
-    if not 0 < start <= steps:
-        raise ValueError(f"start must lie in (0, {steps}], got {start}")
-    return [float(start)] + [t for t in grid if t < start]
+    return visit_from(grid, None if start is None else float(start), steps)
 
 
-def nodes(steps: list[float], alpha_bar: Tensor) -> list[Node]:
-    """A :class:`Node` per visited step, then the final one at t = 0 (σ = 0)."""
+def nodes(steps: list[float], family: Any) -> list[Node]:
+    """A :class:`Node` per visited time, then the final one at t = 0 (σ = 0), for a member of
+    the Gaussian family (:class:`corediff.maths.family.GaussianFamily`) or, as before, a VP
+    schedule's ᾱ tensor."""
     t = torch.tensor([*steps, 0.0], dtype=torch.float64)
-    sigma = sigma_at_step(t, alpha_bar)
-    alpha = (1 + sigma.square()).rsqrt()
-    sigma_vp = torch.where(sigma.isinf(), 1.0, sigma * alpha)
-    columns = (t, sigma, alpha, sigma_vp, -sigma.log())
+    if isinstance(family, Tensor):
+        sigma = sigma_at_step(t, family)
+        alpha = (1 + sigma.square()).rsqrt()
+        columns = (t, sigma, alpha, torch.where(sigma.isinf(), 1.0, sigma * alpha),
+                   -sigma.log())
+    else:
+        level, alpha, sigma, lam = family.coefficients(t)
+        columns = (t, level, alpha, sigma, lam)
     return [Node(*row) for row in zip(*(c.tolist() for c in columns), strict=True)]
 
 
+def family_steps(family: Any, config: Any, *, multistep: bool,
+                 start: int | float | None = None) -> list[float]:
+    """The times a σ-space solver with a :class:`SolverGridConfig` visits on a member of the
+    Gaussian family, descending, from ``start`` (default: the member's t_max).
+
+    * VP (integer steps): :func:`solver_steps` (diffusers' grids; ``rho`` of the Karras grid);
+    * flow: ``sigmas = 'schedule'`` is diffusers' FlowMatchEulerDiscreteScheduler grid with
+      SD3's ``shift`` (:func:`corediff.maths.flow.flow_time_grid`);
+    * EDM: the Karras grid (eq. 5) from the schedule's σ_min, σ_max and ρ, each overridden by
+      the config's ``sigma_min``, ``sigma_max``, ``rho`` when set.
+
+    A field that has no meaning for the member is refused with one sentence (ValueError)."""
+    from corediff.maths.edm import sigma_steps
+    from corediff.maths.family import EDMFamily, FlowFamily
+    from corediff.maths.flow import flow_time_grid
+
+    rho = config.rho if config.rho is not None else family.default_rho()
+    shift = getattr(config, "shift", 1.0)
+    name = type(family).__name__
+    if shift != 1.0 and not isinstance(family, FlowFamily):
+        raise ValueError(f"shift = {shift} is SD3's time shift of flow matching's grid; "
+                         f"it has no meaning for {name}")
+    if config.spacing != "linspace" and not family.integer_steps:
+        raise ValueError(f"spacing = '{config.spacing}' picks timesteps of a discrete "
+                         f"schedule; {name} has continuous times")
+    if isinstance(family, FlowFamily):
+        if config.sigmas == "karras":
+            raise ValueError("sigmas = 'karras' needs a finite largest noise level, but flow "
+                             "matching starts at t = 1 (σ/α = ∞); use sigmas = 'schedule'")
+        grid = flow_time_grid(config.steps, shift)
+    elif isinstance(family, EDMFamily):
+        low, high = family.sigma_range()
+        grid = sigma_steps(config.steps, config.sigma_min or low, config.sigma_max or high, rho)
+    elif family.integer_steps:
+        if config.sigma_min is not None or config.sigma_max is not None:
+            raise ValueError("sigma_min / sigma_max bound EDM's Karras grid; a VP schedule's "
+                             "grid spans its own σ")
+        grid = solver_steps(family.schedule.values(), config.steps, config.sigmas,
+                            config.spacing, multistep=multistep, rho=rho)
+    else:
+        low, high = family.sigma_range()
+        levels = karras_sigmas(config.steps, config.sigma_min or low, config.sigma_max or high,
+                               rho)
+        grid = family.t_from_sigma(levels).tolist()
+    return visit_from(grid, None if start is None else float(start), family.t_max)
+
+
 class SolverGridConfig(ComponentConfig):
-    """Config fields of a σ-space solver: derive a solver's Config from it."""
+    """Config fields of a σ-space solver on any member of the Gaussian family: derive a
+    solver's Config from it (:func:`family_steps` reads them)."""
 
     steps: StepCount = Field(20, description="Solver steps N (visited noise levels).")
     sigmas: Literal["schedule", "karras"] = Field(
         "schedule",
-        description="'schedule': the schedule's σ at the spaced timesteps (diffusers' default); "
-        "'karras': Karras et al. 2022's ρ = 7 grid (diffusers' use_karras_sigmas).",
+        description="'schedule': the member's own grid (VP: the schedule's σ at the spaced "
+        "timesteps, diffusers' default; flow: diffusers' flow-matching grid; EDM: its "
+        "Karras grid); 'karras': Karras et al. 2022's ρ-grid (diffusers' use_karras_sigmas).",
     )
-    spacing: Literal["linspace", "leading", "trailing"] = Field(
-        "linspace", description="diffusers' timestep_spacing of the 'schedule' grid."
+    spacing: Spacing = Field(
+        "linspace", description="The timestep spacing of a VP schedule's 'schedule' grid "
+        "(one vocabulary with DDIM's: 'leading' | 'trailing' | 'linspace' | 'ddimN' | "
+        "'n1,n2,...')."
     )
+    rho: PositiveFloat | None = Field(
+        None, description="ρ of a Karras grid (None: the schedule's ρ for EDM, else 7).")
+    sigma_min: PositiveFloat | None = Field(
+        None, description="EDM: lowest noise level visited (None: the schedule's sigma_min).")
+    sigma_max: PositiveFloat | None = Field(
+        None, description="EDM: highest noise level visited (None: the schedule's sigma_max).")
+    shift: PositiveFloat = Field(
+        1.0, description="Flow matching: SD3's time shift s of the grid, t' = s·t/(1 + (s − 1)·t) "
+        "(1: none; SD3 uses 3.0 at 1024², Esser et al. 2024, §5.3.2).")
+
+    @model_validator(mode="after")
+    def _check_steps(self) -> SolverGridConfig:
+        check_spacing_steps(self.spacing, self.steps)
+        return self
 
 
 class GridSolver(Sampler):
-    """A Gaussian sampler visiting :func:`solver_steps` for its config (``multistep``: the
-    DPM-Solver / UniPC family's grid, else Euler / Heun's). :meth:`nodes` gives the plan's
-    float64 quantities."""
+    """A sampler of the Gaussian family visiting :func:`family_steps` for its config
+    (``multistep``: the DPM-Solver / UniPC family's VP grid, else Euler / Heun's).
+    :meth:`nodes` gives the plan's float64 quantities."""
 
-    requires = {"degradation": frozenset({"gaussian"})}
+    requires = {"degradation": frozenset({"gaussian_family"})}
     multistep: ClassVar[bool] = True
 
     def __init__(self, config: ComponentConfig | None = None, **dependencies: Any) -> None:
@@ -138,10 +236,26 @@ class GridSolver(Sampler):
         self.timesteps()  # refuse a grid the schedule cannot give when the sampler is built
 
     def timesteps(self, start: int | float | None = None) -> list[float]:
-        return solver_steps(self.degradation.schedule.values(), self.config.steps,
-                            self.config.sigmas, self.config.spacing, multistep=self.multistep,
+        return family_steps(self.degradation, self.config, multistep=self.multistep,
                             start=start)
 
     def nodes(self, steps: list[float]) -> list[Node]:
-        """The visited steps' nodes and the final t = 0 one (see :func:`nodes`)."""
-        return nodes(steps, self.degradation.schedule.values())
+        """The visited times' nodes and the final t = 0 one (see :func:`nodes`)."""
+        return nodes(steps, self.degradation)
+
+
+#: The two variables Euler and Heun integrate the probability-flow ODE in: ``"sigma"``
+#: (Karras et al.: y = x/α over u = σ/α, k-diffusion, diffusers' Euler / Heun, EDM) and
+#: ``"flow"`` (y = x/(α + σ) over u = σ/(α + σ): rectified flow's own x over t, diffusers'
+#: FlowMatchEuler / FlowMatchHeun). Both make x_t affine in u for a fixed (x0, ε), so their
+#: Euler step is DDIM's; their Heun corrections differ.
+Variable = Literal["sigma", "flow"]
+
+
+def scale_and_level(node: Node, variable: str) -> tuple[float, float]:
+    """(c, u) of a node in ``variable``: the state is y = x/c, the ODE variable u, with
+    dy/du = (y − x̂0)/u."""
+    if variable == "sigma":
+        return node.alpha, node.sigma
+    total = node.alpha + node.sigma_vp
+    return total, node.sigma_vp / total

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from corediff.config import ComponentConfig, StepCount
 
@@ -76,6 +76,14 @@ def _section_steps(steps: int, counts: list[int]) -> list[int]:
     return kept
 
 
+def _spacing(spacing: str) -> str:
+    return check_spacing(spacing)
+
+
+#: A config field in the one spacing vocabulary (:func:`check_spacing`).
+Spacing = Annotated[str, AfterValidator(_spacing)]
+
+
 class TimeGridConfig(ComponentConfig):
     """Config fields of a sampler on a respaced grid (DDPM, DDIM, third-party solvers):
     derive a sampler's Config from it and call :func:`time_grid` with its values."""
@@ -93,31 +101,58 @@ class TimeGridConfig(ComponentConfig):
     @field_validator("spacing")
     @classmethod
     def _check_spacing(cls, spacing: str) -> str:
-        if spacing in SPACINGS or re.fullmatch(r"ddim[1-9]\d*|[1-9]\d*(,[1-9]\d*)*", spacing):
-            return spacing
-        raise ValueError(f"unknown spacing '{spacing}'")
+        return check_spacing(spacing)
 
     @model_validator(mode="after")
     def _check_steps(self) -> TimeGridConfig:
-        if self.steps is None or self.spacing in SPACINGS:
-            return self
-        digits = self.spacing.removeprefix("ddim").split(",")
-        if self.steps != sum(int(c) for c in digits):
-            raise ValueError(f"steps = {self.steps} contradicts spacing '{self.spacing}'")
+        check_spacing_steps(self.spacing, self.steps)
         return self
 
 
+def check_spacing(spacing: str) -> str:
+    """The one spacing vocabulary of every time-grid config (:class:`TimeGridConfig`, the
+    σ-space solvers' :class:`corediff.maths.solvers.SolverGridConfig`): diffusers'
+    "leading" | "trailing" | "linspace", improved-diffusion's "ddimN" and section counts
+    "n1,n2,...". Anything else is refused with one sentence naming them."""
+    if spacing in SPACINGS or re.fullmatch(r"ddim[1-9]\d*|[1-9]\d*(,[1-9]\d*)*", spacing):
+        return spacing
+    raise ValueError(
+        f"unknown spacing '{spacing}': use diffusers' 'leading', 'trailing' or 'linspace', "
+        "or improved-diffusion's 'ddimN' or section counts such as '10,15,20'")
+
+
+def check_spacing_steps(spacing: str, steps: int | None) -> None:
+    """Refuse a step count that an improved-diffusion spacing string contradicts."""
+    if steps is None or spacing in SPACINGS:
+        return
+    digits = spacing.removeprefix("ddim").split(",")
+    if steps != sum(int(c) for c in digits):
+        raise ValueError(f"steps = {steps} contradicts spacing '{spacing}'")
+
+
+def visit_from(grid: list, start: int | float | None, t_max: int | float) -> list:
+    """The one "visit ``start`` first" rule of every grid (steps, flow times, σ): with start
+    None the grid as is; else start, then the grid's times below it. ``start`` must lie in
+    1..T for a discrete time (int ``t_max``), in (0, t_max] for a continuous one."""
+    if start is None:
+        return list(grid)
+    if isinstance(t_max, int) and not isinstance(t_max, bool):
+        if not 0 < start <= t_max:
+            raise ValueError(f"start must lie in 1..{t_max}, got {start}")
+    elif not 0 < start <= t_max:
+        raise ValueError(f"start must lie in (0, {t_max}], got {start}")
+    start = start if isinstance(start, int) and isinstance(t_max, int) else float(start)
+    return [start] + [t for t in grid if t < start]
+
+
 def visited_steps(kept: list[int], steps: int, start: int | None) -> list[int]:
-    """Kept steps at or below ``start``; an explicit start is always visited first.
+    """Kept steps at or below ``start``; an explicit start is always visited first
+    (:func:`visit_from` on integer steps).
 
     With start None this is diffusers' list as is ("leading" then begins below T, treating
     the prior's x_T as x at the first kept step, as diffusers does).
     """
-    if start is None:
-        return kept
-    if not 0 < start <= steps:
-        raise ValueError(f"start must lie in 1..{steps}, got {start}")
-    return [start] + [t for t in kept if t < start]
+    return visit_from(kept, start, int(steps))
 
 
 def time_grid(steps: int, count: int | None, spacing: str, start: int | None = None) -> list[int]:

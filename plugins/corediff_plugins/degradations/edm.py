@@ -11,6 +11,7 @@ from torch import Tensor
 
 from corediff.config import ComponentConfig
 from corediff.interfaces import Degradation
+from corediff.maths.family import EDMFamily
 from corediff.maths.noise import randn
 
 
@@ -22,11 +23,12 @@ def _bcast(sigma: Tensor, like: Tensor) -> Tensor:
     return sigma.double().to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
-class EDMDegradation(Degradation):
-    """x_σ = x0 + σ·ε with t = σ (float64 [B]); t_max = σ_max of the schedule."""
+class EDMDegradation(Degradation, EDMFamily):
+    """x_σ = x0 + σ·ε with t = σ (float64 [B]); t_max = σ_max of the schedule; the EDM member
+    of the Gaussian family (:class:`corediff.maths.family.EDMFamily`: α = 1, σ = t)."""
 
     Config = EDMDegradationConfig
-    provides = frozenset({"continuous", "sigma_time", "stochastic", "snr"})
+    provides = frozenset({"continuous", "sigma_time", "stochastic", "snr", "gaussian_family"})
     requires = {"schedule": frozenset({"sigma"})}
 
     @property

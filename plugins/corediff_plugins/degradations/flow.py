@@ -14,8 +14,9 @@ import torch
 from torch import Tensor
 
 from corediff.config import ComponentConfig
-from corediff.maths.flow import bcast
 from corediff.interfaces import Degradation
+from corediff.maths.family import FlowFamily
+from corediff.maths.flow import bcast
 from corediff.maths.noise import randn
 
 
@@ -23,11 +24,13 @@ class FlowDegradationConfig(ComponentConfig):
     type: Literal["flow"] = "flow"
 
 
-class FlowDegradation(Degradation):
-    """x_t = (1 − t)·x0 + t·ε: the clean image at t = 0, pure noise at t = 1."""
+class FlowDegradation(Degradation, FlowFamily):
+    """x_t = (1 − t)·x0 + t·ε: the clean image at t = 0, pure noise at t = 1; the flow member
+    of the Gaussian family (:class:`corediff.maths.family.FlowFamily`: α = 1 − t, σ = t)."""
 
     Config = FlowDegradationConfig
-    provides = frozenset({"continuous", "unit_time", "flow_path", "stochastic"})
+    provides = frozenset({"continuous", "unit_time", "flow_path", "stochastic",
+                          "gaussian_family"})
     requires = {"schedule": frozenset({"flow"})}
 
     @property

@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 
 from corediff.config import ComponentConfig
-from corediff.maths.gaussian import GaussianTables, posterior_coefficients
 from corediff.interfaces import Degradation, Schedule
+from corediff.maths.family import VPFamily
+from corediff.maths.gaussian import GaussianTables, posterior_coefficients
 from corediff.maths.noise import randn
 
 
@@ -19,11 +20,13 @@ class GaussianDegradationConfig(ComponentConfig):
     type: Literal["gaussian"] = "gaussian"
 
 
-class GaussianDegradation(Degradation):
-    """x_t = sqrt(ᾱ_t)·x0 + sqrt(1 - ᾱ_t)·ε, ᾱ from the schedule's values()."""
+class GaussianDegradation(Degradation, VPFamily):
+    """x_t = sqrt(ᾱ_t)·x0 + sqrt(1 - ᾱ_t)·ε, ᾱ from the schedule's values(); the VP member of
+    the Gaussian family (:class:`corediff.maths.family.VPFamily`: α(t), σ(t), λ(t) and their
+    inverses at fractional steps)."""
 
     Config = GaussianDegradationConfig
-    provides = frozenset({"gaussian", "snr", "stochastic", "continuous"})
+    provides = frozenset({"gaussian", "gaussian_family", "snr", "stochastic", "continuous"})
     requires = {"schedule": frozenset({"alpha_bar"})}
 
     def __init__(self, config: ComponentConfig | None = None, *, schedule: Schedule) -> None:

@@ -12,8 +12,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from corediff.maths.gaussian import GaussianTables, posterior_coefficients
 from corediff.interfaces import Denoise, Step
+from corediff.maths.gaussian import GaussianTables, posterior_coefficients
 from corediff.maths.noise import randn
 from corediff.maths.timesteps import TimeGridConfig
 from corediff_plugins.samplers.base import RespacedSampler

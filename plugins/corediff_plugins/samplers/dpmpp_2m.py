@@ -6,7 +6,11 @@ order (D = x̂0_s, DDIM). ``sde``: DPM-Solver++(2M) SDE, the same multistep sche
 reverse SDE (diffusers' "sde-dpmsolver++", midpoint):
 x_t = (σ_t/σ_s)·e^{−h}·x_s + α_t·(1 − e^{−2h})·D + σ_t·sqrt(1 − e^{−2h})·z. Matches diffusers'
 DPMSolverMultistepScheduler (solver_order 2, final σ = 0, where lower_order_final never
-changes an order-2 run)."""
+changes an order-2 run).
+
+Written in λ, α and σ of the Gaussian family (:mod:`corediff.maths.family`), so it drives VP,
+flow-matching and EDM models alike (a step from α = 0, λ = −∞, is first order). ``dpmpp_2m_sde``
+is the preset with ``sde = true``."""
 
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ class DPMSolverPP2MSampler(GridSolver):
     """DPM-Solver++(2M), ODE or SDE, on the schedule's or Karras's σ grid."""
 
     Config = DPMSolverPP2MSamplerConfig
+    order = 2
 
     def plan(self, steps: list[float]) -> list[tuple[float, float, float, float]]:
         """Per step (a, c_s, c_prev, g): x_t = a·x_s + c_s·x̂0_s + c_prev·x̂0_prev + g·z."""
@@ -56,3 +61,16 @@ class DPMSolverPP2MSampler(GridSolver):
             x_next = x_next + g * randn(x.shape, step.generator, x.device, x.dtype)
         step.state["x0"] = x0
         return x_next, x0
+
+
+class DPMSolverPP2MSDESamplerConfig(DPMSolverPP2MSamplerConfig):
+    type: Literal["dpmpp_2m_sde"] = "dpmpp_2m_sde"
+    sde: bool = Field(True, description="DPM-Solver++(2M) SDE (stochastic) instead of the ODE.")
+
+
+class DPMSolverPP2MSDESampler(DPMSolverPP2MSampler):
+    """DPM-Solver++(2M) SDE: the ``dpmpp_2m`` preset with ``sde = true`` (stochastic)."""
+
+    Config = DPMSolverPP2MSDESamplerConfig
+    order = None
+    stochastic = True

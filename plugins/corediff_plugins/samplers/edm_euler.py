@@ -1,32 +1,26 @@
-"""EDM Euler sampler: Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based
-Generative Models", eq. 1 with s(t) = 1, σ(t) = t (the probability-flow ODE
-dx/dσ = (x − D(x; σ))/σ) and eq. 5 (the ρ-grid σ_0 = σ_max > … > σ_{N−1} = σ_min, σ_N = 0),
-solved with Euler steps: x_{i+1} = x_i + (σ_{i+1} − σ_i)·(x_i − D(x_i; σ_i))/σ_i
-(diffusers' EDMEulerScheduler with s_churn = 0)."""
+"""``edm_euler``: a preset of the family's Euler (:mod:`corediff_plugins.samplers.euler`) for
+EDM: Karras et al. 2022, eq. 1 with s(t) = 1, σ(t) = t (dx/dσ = (x − D(x; σ))/σ) on the ρ-grid
+of eq. 5 (σ_0 = σ_max > … > σ_{N−1} = σ_min, σ_N = 0), 18 steps by default, ρ the schedule's:
+x_{i+1} = x_i + (σ_{i+1} − σ_i)·(x_i − D(x_i; σ_i))/σ_i (diffusers' EDMEulerScheduler with
+s_churn = 0). Same arithmetic as before the family refactor: samples bit for bit."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from torch import Tensor
+from pydantic import Field
 
-from corediff.maths.edm import KarrasGridConfig, sampler_sigmas
-from corediff.interfaces import Denoise, Sampler, Step
+from corediff.config import StepCount
+from corediff_plugins.samplers.euler import EulerSampler, EulerSamplerConfig
 
 
-class EDMEulerSamplerConfig(KarrasGridConfig):
+class EDMEulerSamplerConfig(EulerSamplerConfig):
     type: Literal["edm_euler"] = "edm_euler"
+    steps: StepCount = Field(18, description="N, the noise levels visited (EDM: 18).")
 
 
-class EDMEulerSampler(Sampler):
-    """First-order Euler steps of the probability-flow ODE over the Karras grid."""
+class EDMEulerSampler(EulerSampler):
+    """The family's Euler on EDM's Karras grid."""
 
     Config = EDMEulerSamplerConfig
     requires = {"degradation": frozenset({"sigma_time"})}
-
-    def timesteps(self, start: int | float | None = None) -> list[float]:
-        return sampler_sigmas(self.config, self.degradation, start)
-
-    def step(self, x: Tensor, step: Step, denoise: Denoise) -> tuple[Tensor, Tensor]:
-        x0 = denoise(x, step.t).x0
-        return x + (step.t_next - step.t) / step.t * (x - x0), x0

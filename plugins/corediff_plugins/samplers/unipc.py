@@ -6,7 +6,10 @@ D = (x̂0_prev − x̂0_s)/r, the predictor is x_t = (σ_t/σ_s)·x_s − α_t·
 predicted x_t, the corrector recomputes x_t from x_s with x̂0_t − x̂0_s as a further
 difference, ρ from the order conditions R·ρ = b (no extra evaluation; the final step has
 none). Matches diffusers' UniPCMultistepScheduler (solver_type "bh2", solver_order 2,
-predict_x0)."""
+predict_x0).
+
+Written in λ, α and σ of the Gaussian family (:mod:`corediff.maths.family`), so it drives VP,
+flow-matching and EDM models alike."""
 
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ class UniPCSampler(GridSolver):
     """UniPC-2 (bh2) predictor-corrector on the schedule's or Karras's σ grid."""
 
     Config = UniPCSamplerConfig
+    order = 2
 
     def plan(self, steps: list[float]) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
         """Per step i (predictor i → i+1, corrector of x_i from step i − 1; () at i = 0)."""
