@@ -476,7 +476,6 @@ def test_a_distilled_student_resumes_exactly(tmp_path, objective):
     come back from the checkpoint); after one step the student is still within 1e-2 of the
     teacher's weights (it started from them; Adam moves a weight ~lr = 1e-3 a step)."""
     from safetensors.torch import load_file
-
     from test_objectives import _train
 
     teacher_sets, student_sets = STUDENTS[objective]
