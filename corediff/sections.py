@@ -31,8 +31,9 @@ class TrainConfig(StrictModel):
     grad_clip: float = Field(1.0, ge=0, description="Max gradient norm (0 disables clipping).")
     ema_decay: float = Field(0.995, ge=0, lt=1, description="EMA decay of the weights.")
     ema_warmup: bool = Field(True, description="Ramp the EMA decay up during early steps.")
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="Autocast precision (fp16 uses a gradient scaler)."
+    precision: Literal["fp32", "tf32", "bf16", "fp16"] = Field(
+        "fp32", description="Autocast precision (fp16 uses a gradient scaler); tf32: fp32 "
+        "with TensorFloat-32 matmuls and convolutions on CUDA (the CPU ignores it)."
     )
     compile: bool = Field(False, description="Wrap the model in torch.compile.")
     num_workers: int = Field(

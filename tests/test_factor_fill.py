@@ -6,15 +6,13 @@ same bits as one process that decomposed them all while training (lazily, in
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import corediff
 from corediff.engine.factor_cache import FactorCache
+from gloo_ranks import on_two_ranks
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = 150  # the first 150 digits: 3 rounds of 2 ranks x 32, the last one partial
@@ -33,25 +31,16 @@ def _digest(cache: FactorCache) -> str:
     return digest.hexdigest()
 
 
-def _rank(rank: int, tmp: str, results) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=2)
-    try:
-        pipeline = _pipeline()
-        cache = FactorCache(pipeline.degradation, len(pipeline.dataset), capacity=IMAGES,
-                            dtype=torch.float16)
-        cache.fill(pipeline.dataset, rank, 2, batch=32)
-        results[rank] = (cache.decomposed, bool(cache.filled.all()), _digest(cache))
-    finally:
-        dist.destroy_process_group()
+def _rank(rank: int, tmp: Path) -> tuple[int, bool, str]:
+    pipeline = _pipeline()
+    cache = FactorCache(pipeline.degradation, len(pipeline.dataset), capacity=IMAGES,
+                        dtype=torch.float16)
+    cache.fill(pipeline.dataset, rank, 2, batch=32)
+    return cache.decomposed, bool(cache.filled.all()), _digest(cache)
 
 
 def test_two_ranks_each_decompose_half_and_end_alike(tmp_path: Path) -> None:
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.start_processes(_rank, args=(str(tmp_path), results), nprocs=2, join=True,
-                           start_method="spawn" if sys.platform == "darwin" else "fork")
-        (count0, full0, digest0), (count1, full1, digest1) = results[0], results[1]
+    (count0, full0, digest0), (count1, full1, digest1) = on_two_ranks(_rank, tmp_path)
     assert (count0, count1) == (32 + 32 + 22, 32 + 32)  # rounds of 64: 0-63, 64-127, 128-149
     assert full0 and full1 and digest0 == digest1
     pipeline = _pipeline()  # one process, lazily, in training-sized batches

@@ -81,3 +81,26 @@ def test_resumed_adamw_moments_take_their_parameters_memory_format(tmp_path, mon
     for param, trained in zip(resumed.model.parameters(), first.model.parameters(),
                               strict=True):
         assert torch.equal(param, trained)
+
+
+def test_tf32_precision_enables_tensorfloat32_inside_the_step_only(tmp_path, monkeypatch):
+    recipe = corediff.load_recipe(ROOT / "recipes" / "quickstart.toml", overrides=[
+        "data.image_size=8", "model.preset='tiny'", "train.batch_size=4",
+        "train.precision='tf32'", "run.device='cpu'"])
+    trainer = Trainer(corediff.build(recipe), RunDir(tmp_path), Context(torch.device("cpu")))
+    trainer.fit_components()
+    seen, loss = [], Trainer.loss
+
+    def spy(self, *args, **kwargs):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "loss", spy)
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        trainer.train_step(trainer.batches())
+        after = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert seen == [(True, True)] and after == (False, False)  # restored after the step

@@ -62,6 +62,9 @@ class SchedulerState(_Open):
 class RankState(_Open):
     generator: TensorRef
     torch: TensorRef
+    numpy: tuple[StrictStr, ArrayRef, StrictInt, StrictInt, Number] | None = None  # 0.3 on
+    python: tuple[StrictInt, Annotated[list[StrictInt], Field(min_length=1)],
+                  Number | None] | None = None
 
 
 class RngState(_Open):

@@ -61,7 +61,7 @@ from corediff.engine.tracking import Trackers
 from corediff.errors import Interrupted, TrainingError
 from corediff.interfaces import ObjectiveBatch
 from corediff.paths import check_writable
-from corediff.pipeline import Pipeline
+from corediff.pipeline import Pipeline, tf32
 from corediff.recipe import Recipe, parse_recipe, read_toml, recipe_to_dict, recipe_to_toml
 
 FIT_IMAGES = 512
@@ -218,9 +218,11 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         if cfg.compile:
             self.net = torch.compile(self.net)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
+        if device.type == "cuda":  # the batches' shapes are fixed: let cuDNN pick its kernels
+            torch.backends.cudnn.benchmark = True
+        self.optimizer = torch.optim.AdamW(  # fused on CUDA: one kernel for every parameter
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+            **({"fused": True} if device.type == "cuda" else {}))
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio),
@@ -301,7 +303,9 @@ class Trainer:
     def rank_states(self) -> list[dict[str, Tensor]]:
         """Every rank's own random states, in rank order (a collective: call on all ranks)."""
         return gather({"generator": self.generator.get_state(), "torch": torch.get_rng_state(),
-                       "cuda": own_cuda_rng_state(self.context.device)}, self.context)
+                       "cuda": own_cuda_rng_state(self.context.device),
+                       "numpy": np.random.get_state(), "python": random.getstate()},
+                      self.context)
 
     def state(self, per_rank: list[dict[str, Tensor]] | None = None) -> dict[str, Any]:
         """Everything a resumed run needs besides the weights; ``per_rank``: the ranks' random
@@ -356,9 +360,10 @@ class Trainer:
             self.pipeline.objective.teacher, self.teacher = load_teacher(
                 teacher["source"], self.context.device, teacher)
         rng = state["rng"]
+        own = mine if mine is not None and "numpy" in mine else rng  # corediff < 0.3: rank 0's
         try:
-            np.random.set_state(tuple(rng["numpy"]))
-            version, internal, gauss = rng["python"]
+            np.random.set_state(tuple(own["numpy"]))
+            version, internal, gauss = own["python"]
             random.setstate((version, tuple(internal), gauss))
         except (ValueError, TypeError, OverflowError) as exc:
             raise TrainingError(f"checkpoint '{path}': state.json rng cannot be restored: "
@@ -564,7 +569,8 @@ class Trainer:
         for micro in range(cfg.grad_accum):
             index, x0, y = next(data)
             syncing = micro == cfg.grad_accum - 1 or not self.context.distributed
-            with contextlib.nullcontext() if syncing else self.net.no_sync():
+            with tf32(cfg.precision == "tf32"), (
+                    contextlib.nullcontext() if syncing else self.net.no_sync()):
                 loss, micro_logs = self.loss(x0, y, index)
                 self.scaler.scale(loss / cfg.grad_accum).backward()
             total += loss.detach() / cfg.grad_accum
@@ -599,6 +605,8 @@ class Trainer:
         with shared_failure(ctx):  # a tracker rank 0 cannot open stops every rank
             if ctx.is_main:
                 self.trackers = Trackers.open(self.recipe, self.run.root, step=self.step)
+        if self.factor_cache is not None and ctx.distributed:  # each rank decomposes 1/N
+            self.factor_cache.fill(self.pipeline.dataset, ctx.rank, ctx.world_size)
         data = self.batches()
         window: list[Step] = []
         clock, images = time.perf_counter(), 0
