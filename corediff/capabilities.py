@@ -100,7 +100,8 @@ define("svd", "degradation",
 
 
 def _names(value: Any, plugin: str, what: str) -> frozenset[str]:
-    if isinstance(value, str | bytes) or not isinstance(value, set | frozenset | list | tuple):
+    if isinstance(value, str | bytes) or not isinstance(
+            value, set | frozenset | list | tuple) or not all(isinstance(n, str) for n in value):
         raise PluginError(
             f"{plugin}: {what} must be a set of capability names, "
             f"e.g. frozenset({{'gaussian'}}), not {type(value).__name__} {value!r}"

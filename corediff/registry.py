@@ -171,11 +171,21 @@ def _config_type(cls: type) -> str:
 def _check_plugin(info: PluginInfo, cls: Any) -> None:
     """A plugin must subclass its kind's interface, carry a Config typed with its name and
     declare its capabilities from the vocabulary (:mod:`corediff.capabilities`), providing
-    only its own kind's."""
+    only its own kind's. A declaration so malformed that checking it fails is reported as
+    this plugin's PluginError, like any other refusal."""
+    where = f"{info.kind} '{info.name}' from {info.origin} (target '{info.target}')"
+    try:
+        _check_declarations(info, cls, where)
+    except PluginError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a broken plugin raises is its own
+        raise PluginError(f"{where} cannot be checked: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_declarations(info: PluginInfo, cls: Any, where: str) -> None:
     from corediff.capabilities import validate_declaration
     from corediff.config import ComponentConfig
 
-    where = f"{info.kind} '{info.name}' from {info.origin} (target '{info.target}')"
     base = BY_NAME[info.kind].base_class()
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise PluginError(f"{where} is not a subclass of corediff.interfaces.{base.__name__}.")

@@ -52,12 +52,18 @@ def _load(fake_dist, name: str, declaration: str):
     ('requires = ["snr"]', "requires must map kinds to capability sets"),
     ('provides = frozenset({"snr"})',
      "provides names 'snr', which a degradation provides, not a loss_weighting."),
+    ('provides = [["snr"]]', "provides must be a set of capability names, e.g. "
+     "frozenset({'gaussian'}), not list [['snr']]"),
+    ('requires = {"degradation": {"snr", 1}}', "requires['degradation'] must be a set of "
+     "capability names, e.g. frozenset({'gaussian'}), not set {"),
+    ('requires = type("Broken", (dict,), {"items": lambda self: 1 / 0})()',
+     "cannot be checked: ZeroDivisionError: division by zero"),
 ])
 def test_capability_mistakes_are_refused_naming_the_plugin(fake_dist, declaration, message):
     with pytest.raises(PluginError) as info:
         _load(fake_dist, "wbad", declaration)
     text = str(info.value)
-    assert text.startswith("loss_weighting 'wbad' from fake-wbad 0.3 (target 'fake_wbad:W'): ")
+    assert text.startswith("loss_weighting 'wbad' from fake-wbad 0.3 (target 'fake_wbad:W')")
     assert message in text
 
 
