@@ -6,6 +6,7 @@ sampling (Song et al. 2023, Algorithm 1). Same noise, same times; tolerances per
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from corediff.errors import ConfigError
 from corediff.interfaces import ObjectiveBatch
 from corediff.maths.consistency import (
     boundary_scalings,
@@ -244,7 +246,6 @@ def test_consistency_distillation_matches_algorithm_2(solver):
 def test_distilled_students_start_from_the_teacher_in_a_fresh_run_only():
     """CD copies the teacher into θ and θ⁻, PD into θ, when the teacher is set in a fresh
     run; a resumed objective (state loaded) keeps its weights; another network is refused."""
-    from corediff.errors import ConfigError
     from corediff_plugins.objectives.consistency_distillation import (
         ConsistencyDistillationObjective,
     )
@@ -406,6 +407,10 @@ def test_reflow_generates_couples_once_and_flow_matches_on_them():
     again = resumed.losses(make_batch(x0, model, parts["degradation"], seed=4))
     first = objective.losses(make_batch(x0, model, parts["degradation"], seed=4))
     assert resumed.teacher is None and torch.equal(again.per_sample, first.per_sample)
+    labelled = dataclasses.replace(make_batch(x0, model, parts["degradation"]),
+                                   y=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ConfigError, match="unconditional but the data has classes"):
+        objective.losses(labelled)
     pick = torch.tensor([1, 9, 4])
     objective.time_sampler.sample = lambda b, g, d: (torch.tensor([0.1, 0.5, 0.95],
                                                                   dtype=torch.float64), None)

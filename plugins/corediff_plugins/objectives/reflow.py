@@ -68,6 +68,10 @@ class ReflowObjective(Objective):
     def losses(self, batch: ObjectiveBatch) -> ObjectiveLosses:
         if self.couples is None:
             self.couples = self.generate(batch.x0)
+        if batch.y is not None and bool(self.couples["labels"][0] < 0):
+            raise ConfigError(f"[diffusion.objective] teacher = '{self.config.teacher}' is "
+                              "unconditional but the data has classes: set "
+                              "data.class_labels = false, or distil a class-conditional teacher")
         x0, g = batch.x0, batch.generator
         pick = randint(0, self.config.pairs, (x0.shape[0],), g, x0.device)
         return ObjectiveLosses(self.loss_at(batch, pick))
