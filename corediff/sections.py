@@ -47,7 +47,7 @@ class TrainConfig(StrictModel):
     factor_cache: Literal["auto", "device", "host", "off"] = Field(
         "auto",
         description="Where a factor degradation (svd) keeps each training image's factors: "
-        "'auto' on the device when they all fit factor_cache_device_gib, else in (pinned) host "
+        "'auto' on the device when they all fit factor_cache_device_gib, else in host "
         "memory up to factor_cache_host_gib; 'device' / 'host' there up to its budget (images "
         "beyond it are decomposed at every step); 'off' decomposes every step.",
     )
