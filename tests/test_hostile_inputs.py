@@ -470,12 +470,12 @@ def number_cases() -> list[Case]:
         Case("checkpoint-huge-step-resume", then(state_text(
             lambda text: text.replace('"step": 4', f'"step": {HUGE}', 1)), resume),
             "state.json", ("run",)),
-        Case("checkpoint-huge-rng", then(lambda env: edit_json(
-            last(env) / "state.json", lambda meta: meta["rng"]["python"].__setitem__(
+        Case("checkpoint-huge-rng", then(lambda env: edit_json(  # the rank's own, read first
+            last(env) / "state.json", lambda meta: meta["ranks"][0]["python"].__setitem__(
                 1, [2 ** 200] * 625)), resume), "rng", ("run",)),
         Case("checkpoint-rng-wrong-version", then(lambda env: edit_json(
-            last(env) / "state.json", lambda meta: meta["rng"]["python"].__setitem__(0, 99)),
-            resume), "rng", ("run",)),
+            last(env) / "state.json", lambda meta: meta["ranks"][0]["python"].__setitem__(
+                0, 99)), resume), "rng", ("run",)),
         Case("lr-1e308", lambda env: [
             "recipe", "validate", str(QUICKSTART), "--set", "train.lr=1e308"], "train] lr"),
         Case("lr-1e308-train", lambda env: train_new(
