@@ -164,7 +164,7 @@ def nccl_world_of_one(settings: Settings) -> str:
 def check_no_host_sync(settings: Settings) -> dict[str, Any]:
     """Trainer.train_step under ``torch.cuda.set_sync_debug_mode("error")`` for the
     quickstart recipe (Gaussian) and studies/recipes/svd_digits16.toml (SVD, factor cache on
-    the device), bf16, tiny U-Net: four batches are trained once (filling the cache), then
+    the device, then in host memory), bf16, tiny U-Net: four batches are trained once (filling the cache), then
     replayed with the check on; any host sync raises, reported with its corediff line."""
     if not settings.cuda:
         raise no_cuda()
@@ -175,10 +175,11 @@ def check_no_host_sync(settings: Settings) -> dict[str, Any]:
     from corediff.engine.trainer import Trainer
 
     root = Path(corediff.__file__).resolve().parents[1]
-    for name, path in (("gaussian", QUICKSTART), ("svd", SVD_RECIPE)):
+    for name, path, extra in (("gaussian", QUICKSTART, []), ("svd", SVD_RECIPE, []),
+                              ("svd_host", SVD_RECIPE, ["train.factor_cache='host'"])):
         recipe = corediff.load_recipe(path, [
             f"run.device='{settings.device}'", "train.batch_size=16", "model.preset='tiny'",
-            "train.precision='bf16'"])
+            "train.precision='bf16'", *extra])
         trainer = Trainer(corediff.build(recipe), RunDir(tempfile.mkdtemp(
             dir=settings.workdir)), Context(settings.device))
         trainer.fit_components()
@@ -201,6 +202,6 @@ def check_no_host_sync(settings: Settings) -> dict[str, Any]:
                                f"({str(exc).splitlines()[0]})") from exc
         finally:
             torch.cuda.set_sync_debug_mode(0)
-    return {"recipes": "gaussian, svd", "steps_checked": 8}
+    return {"recipes": "gaussian, svd, svd_host", "steps_checked": 12}
 
 
