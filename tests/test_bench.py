@@ -57,7 +57,8 @@ def test_quick_cpu_bench_reports_every_check_and_measurement(tmp_path, capsys):
     ("NVIDIA H100 NVL", "H100 NVL"), ("NVIDIA H200", "H200 SXM"), ("NVIDIA H200 NVL", "H200 NVL"),
     ("NVIDIA A100-SXM4-80GB", "A100"), ("NVIDIA A100 80GB PCIe", "A100"),
     ("NVIDIA L40S", "L40S"), ("NVIDIA L40", "L40"), ("NVIDIA L4", "L4"),
-    ("NVIDIA GeForce RTX 4090", "GeForce RTX 4090"), ("NVIDIA GeForce RTX 3090", "GeForce RTX 3090"),
+    ("NVIDIA GeForce RTX 4090", "GeForce RTX 4090"),
+    ("NVIDIA GeForce RTX 3090", "GeForce RTX 3090"),
     ("NVIDIA A10G", "A10G"), ("Tesla T4", None),
 ])
 def test_peaks_are_looked_up_by_gpu_model(name, model, monkeypatch):

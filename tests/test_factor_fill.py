@@ -9,10 +9,10 @@ import hashlib
 from pathlib import Path
 
 import torch
+from gloo_ranks import on_two_ranks
 
 import corediff
 from corediff.engine.factor_cache import FactorCache
-from gloo_ranks import on_two_ranks
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = 150  # the first 150 digits: 3 rounds of 2 ranks x 32, the last one partial

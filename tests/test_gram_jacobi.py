@@ -13,7 +13,7 @@ import torch
 from test_host_copies import META, HostToDevice
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from corediff_plugins.degradations.svd import JACOBI_MAX, gram_eigh_svd, jacobi_eigenvectors
+from corediff_plugins.degradations.svd import JACOBI_MAX, gram_eigh_svd
 
 
 class Ops(TorchDispatchMode):

@@ -28,7 +28,6 @@ from corediff.engine.trainer import Trainer
 from corediff.kinds import BY_NAME
 from corediff.registry import registry
 from corediff.testing import build_chain, chains
-
 from corediff_plugins.degradations.svd import SVDConfig, SVDDegradation, SVDFactors
 from corediff_plugins.schedules.rank_energy import RankEnergyConfig, RankEnergySchedule
 from corediff_plugins.schedules.rank_linear import RankLinearConfig, RankLinearSchedule
@@ -73,14 +72,17 @@ class HostToDevice(TorchDispatchMode):
 
     def __enter__(self):
         for owner, name in BUILDERS:
-            def spy(*args, _original=getattr(owner, name), _name=name, **kwargs):
-                out = _original(*args, **kwargs)
-                if out.device.type != "cpu":
-                    self.copies.append(f"{_name} at {caller()}")
-                return out
-
-            self.patch.setattr(owner, name, spy)
+            self.patch.setattr(owner, name, self._spy(getattr(owner, name), name))
         return super().__enter__()
+
+    def _spy(self, original, name: str):
+        def spy(*args, **kwargs):
+            out = original(*args, **kwargs)
+            if out.device.type != "cpu":
+                self.copies.append(f"{name} at {caller()}")
+            return out
+
+        return spy
 
     def __exit__(self, *exc):
         self.patch.undo()

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from gloo_ranks import on_two_ranks
 
 import corediff
 from corediff.engine import checkpoint
 from corediff.engine.distributed import Context
 from corediff.engine.rundir import RunDir
 from corediff.engine.trainer import Trainer, seed_everything
-from gloo_ranks import on_two_ranks
 
 ROOT = Path(__file__).resolve().parents[1]
 

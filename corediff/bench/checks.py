@@ -100,7 +100,7 @@ def check_compile(settings: Settings) -> dict[str, Any]:
         sync(settings.device)
         if flag:
             out["compile_s"] = time.perf_counter() - start
-        out[f"{name}_step_ms"] = 1e3 * timed(lambda t=trainer: t.train_step(data),
+        out[f"{name}_step_ms"] = 1e3 * timed(lambda t=trainer, d=data: t.train_step(d),
                                              settings.device, settings.steps)
     return out
 
@@ -164,8 +164,9 @@ def nccl_world_of_one(settings: Settings) -> str:
 def check_no_host_sync(settings: Settings) -> dict[str, Any]:
     """Trainer.train_step under ``torch.cuda.set_sync_debug_mode("error")`` for the
     quickstart recipe (Gaussian) and studies/recipes/svd_digits16.toml (SVD, factor cache on
-    the device, then in host memory), bf16, tiny U-Net: four batches are trained once (filling the cache), then
-    replayed with the check on; any host sync raises, reported with its corediff line."""
+    the device, then in host memory), bf16, tiny U-Net: four batches are trained once
+    (filling the cache), then replayed with the check on; any host sync raises, reported
+    with its corediff line."""
     if not settings.cuda:
         raise no_cuda()
     import itertools

@@ -215,7 +215,8 @@ def _rounds(m: int, device: torch.device) -> tuple[Tensor, Tensor]:
         for _ in range(m - 1):
             p, q = order[: m // 2], order[::-1][: m // 2]
             diagonal = [i * m + i for i in p] + [j * m + j for j in q]
-            upper, lower = [i * m + j for i, j in zip(p, q)], [j * m + i for i, j in zip(p, q)]
+            pairs = list(zip(p, q, strict=True))
+            upper, lower = [i * m + j for i, j in pairs], [j * m + i for i, j in pairs]
             reads.append(diagonal + upper)
             writes.append(diagonal[: m // 2] + upper + lower + diagonal[m // 2:])
             order = [order[0], order[-1], *order[1:-1]]
