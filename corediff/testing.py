@@ -13,22 +13,38 @@ or, for one plugin, ``corediff.testing.check_plugin("sampler", "my_sampler")``.
 
 Companions are chosen by capability: for each degradation the plugin is compatible with, the
 first chain of the other diffusion kinds that passes the recipe's compatibility check is
-built (small T, 8×8 images). What is checked, per kind:
+built (small T, 8×8 images). Each plugin is checked with its default config and with each
+config :func:`variants` draws from its schema (one field changed at a time) that the recipe
+checks accept in the chain. A plugin that cannot be loaded fails its own case with the
+reason and is left out of every other plugin's companions. Failures print the values.
+What is checked, per kind:
 
-* schedule: ``values()`` float64 [T + 1], finite, repeatable;
+* schedule: ``values()`` float64 [T + 1], finite, repeatable, monotone;
 * degradation: shape/dtype/device kept, ``D(x0, 0) = x0``, deterministic given the noise,
-  seeded noise repeatable, ``degrade_many`` equal to ``degrade``;
-* parameterization: finite x̂0, target and per-sample loss of the right shapes;
+  seeded noise repeatable, ``degrade_many`` equal to ``degrade``; on steps that may be
+  fractional (``continuous``), t + ½ degrades differently from t and t + 1;
+* parameterization: finite x̂0, target and per-sample loss of the right shapes,
+  ``predict(target(x0)).x0 = x0``;
 * loss weighting: finite non-negative weights [B], repeatable;
 * sampler: descending steps from T, seeded runs repeatable, the trajectory visits
   ``timesteps()``, ``nfe`` equals ``nfe()`` and the network calls made; a deterministic
   sampler driven by the true-x0 oracle (the network output whose prediction is x0) returns
-  the data (:func:`check_sampler_oracle`);
-* guidance: the combination of two equal outputs is the unguided prediction;
-* prior: seeded samples repeatable, start time in (0, t_max];
-* time sampler: times in (0, t_max] of the degradation's kind, repeatable, positive
-  importance weights, its state round-trips;
-* model: output shape, repeatable, takes the null label ``num_classes`` and ``y=None``;
+  the data (:func:`check_sampler_oracle`); on Gaussian data through a Gaussian-family
+  degradation, with the exact denoiser (:mod:`corediff.testing_gaussian`), a deterministic
+  sampler declaring ``order`` follows the closed-form probability-flow ODE path at every
+  visited state and converges at that order over N = 10, 20, 40, and a stochastic one
+  gives samples of the data's mean and variance (:func:`check_sampler_exact`);
+* guidance: the combination of two equal outputs is the unguided prediction; unequal ones
+  satisfy the invariants the guidance declares (``invariants``, see GUIDANCE_INVARIANTS:
+  scale 1 is the conditional prediction, ...);
+* prior: seeded samples repeatable, start time in (0, t_max]; one declaring
+  ``marginal = True`` draws with the moments of the data degraded to its start time;
+* time sampler: times in (0, t_max] of the degradation's kind (on 8192 draws), repeatable,
+  positive importance weights that keep the uniform-time objective unbiased, its state
+  round-trips;
+* model: output shape, repeatable, at integer, fractional and boundary t (float32 and
+  float64), with labels, the null label ``num_classes`` and ``y=None`` (the null label), and
+  built unconditional; labels and fractional t change the output;
 * objective: finite per-sample losses [B] and logs, gradients reaching the trained network
   only (not the teacher, not the objective's own modules), and state that round-trips
   through a checkpoint file into an objective giving the same losses
@@ -42,9 +58,12 @@ built (small T, 8×8 images). What is checked, per kind:
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import math
 import tempfile
-from collections.abc import Callable, Iterable
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -53,9 +72,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from corediff import testing_gaussian as exact
 from corediff.config import ComponentConfig
-from corediff.denoiser import Denoiser
-from corediff.interfaces import DataSpec
+from corediff.errors import CorediffError
+from corediff.interfaces import DataSpec, steps_like
 from corediff.kinds import BY_NAME, DIFFUSION_KINDS, KINDS
 from corediff.recipe import check_compatibility, check_components
 from corediff.registry import registry
@@ -103,12 +123,24 @@ def make_config(cls: type, **fields: Any) -> ComponentConfig:
     return cls.Config(**fields)
 
 
+def loadable(kind: str) -> tuple[list[type], dict[str, str]]:
+    """The classes of kind's registered plugins that load, and for each one that does not,
+    why: one broken plugin is reported, not fatal to the other plugins' checks."""
+    classes, broken = [], {}
+    for name in registry(kind).names():
+        try:
+            classes.append(registry(kind).get(name))
+        except Exception as error:  # noqa: BLE001 - any import-time failure is reported
+            broken[name] = f"{kind} '{name}' cannot be loaded: {type(error).__name__}: {error}"
+    return classes, broken
+
+
 def chains(kind: str, name: str) -> list[Chain]:
     """For each degradation compatible with plugin (kind, name): the first chain of diffusion
-    component classes (one per diffusion kind) that passes the compatibility check."""
+    component classes (one per diffusion kind) that passes the compatibility check; plugins
+    that cannot be loaded are left out of the companions."""
     target = registry(kind).get(name)
-    options = {k: [target] if k == kind else [registry(k).get(n) for n in registry(k).names()]
-               for k in DIFFUSION_KINDS}
+    options = {k: [target] if k == kind else loadable(k)[0] for k in DIFFUSION_KINDS}
     found: dict[type, Chain] = {}
 
     def extend(chain: Chain) -> None:
@@ -132,15 +164,20 @@ def chains(kind: str, name: str) -> list[Chain]:
     return list(found.values())
 
 
-def build_chain(classes: Chain, device: str = "cpu", model: Any = None) -> dict[str, Any]:
-    """Build a chain with default configs (in the kinds table's order) and fit it on images;
-    the objective only when ``model`` (the network it trains) is given."""
+Configs = Mapping[str, ComponentConfig]
+
+
+def build_chain(classes: Chain, device: str = "cpu", model: Any = None,
+                configs: Configs | None = None) -> dict[str, Any]:
+    """Build a chain with default configs, or those ``configs`` names per kind (in the kinds
+    table's order), and fit it on images; the objective only when ``model`` (the network it
+    trains) is given."""
     built: dict[str, Any] = {} if model is None else {"model": model}
     for kind in KINDS:
         if kind.name in classes and all(dep in built for dep in kind.dependencies):
             cls = classes[kind.name]
             deps = {dep: built[dep] for dep in kind.dependencies}
-            built[kind.name] = cls(make_config(cls), **deps)
+            built[kind.name] = cls((configs or {}).get(kind.name) or make_config(cls), **deps)
     for kind, component in built.items():
         if kind != "model":
             component.fit(images(device).cpu())
@@ -165,17 +202,26 @@ def _close(actual: Tensor, expected: Tensor, atol: float, what: str, rtol: float
 
 
 # -- per kind ------------------------------------------------------------------------------
-def check_schedule(classes: Chain, device: str = "cpu") -> None:
-    schedule = build_chain(classes)["schedule"]
+def check_schedule(classes: Chain, device: str = "cpu", configs: Configs | None = None
+                   ) -> None:
+    """values() float64 [T + 1], finite, repeatable and monotone (ᾱ falls, a blur width or
+    a removed rank grows: whichever way, one way)."""
+    schedule = build_chain(classes, configs=configs)["schedule"]
     values = schedule.values()
     assert values.dtype == torch.float64 and values.shape == (schedule.steps + 1,)
     assert torch.isfinite(values).all()
     assert torch.equal(values, schedule.values())
+    steps = values.diff()
+    assert bool((steps >= 0).all() or (steps <= 0).all()), (
+        f"{schedule.config!r}: values() is not monotone: it rises at steps "
+        f"{(steps > 0).nonzero().flatten().add(1).tolist()[:8]} and falls at "
+        f"{(steps < 0).nonzero().flatten().add(1).tolist()[:8]} (values {values.tolist()[:8]}...)")
     assert_round_trip(schedule.config)
 
 
-def check_degradation(classes: Chain, device: str = "cpu") -> None:
-    degradation = build_chain(classes, device)["degradation"]
+def check_degradation(classes: Chain, device: str = "cpu", configs: Configs | None = None
+                      ) -> None:
+    degradation = build_chain(classes, device, configs=configs)["degradation"]
     x0 = images(device)
     t = times(degradation, device)
     noise = degradation.sample_noise(x0, torch.Generator(device).manual_seed(1))
@@ -189,15 +235,31 @@ def check_degradation(classes: Chain, device: str = "cpu") -> None:
     many = degradation.degrade_many(x0, [t, earlier(t)], noise)
     _close(many[0], out, 1e-5, "degrade_many[0]")
     _close(many[1], degradation.degrade(x0, earlier(t), noise), 1e-5, "degrade_many[1]")
+    if "continuous" in degradation.provides and isinstance(degradation.t_max, int):
+        _check_between_steps(degradation, x0, noise)
     assert_round_trip(degradation.config)
 
 
-def check_parameterization(classes: Chain, device: str = "cpu") -> None:
-    built = build_chain(classes, device)
+def _check_between_steps(degradation: Any, x0: Tensor, noise: Tensor | None) -> None:
+    """A degradation on steps that also takes fractional ones (``continuous``) degrades at
+    t + ½ differently from t and from t + 1."""
+    low = torch.tensor([1, 2, degradation.t_max // 2, degradation.t_max - 1], device=x0.device)
+    half = degradation.degrade(x0, low.double() + 0.5, noise)
+    for step in (low, low + 1):
+        same = (half - degradation.degrade(x0, step, noise)).flatten(1).abs().amax(1) < 1e-7
+        assert not same.any(), (
+            f"{degradation.config!r}: D(x0, t + 0.5) equals D(x0, {step.tolist()}) at "
+            f"t + 0.5 = {(low.double() + 0.5)[same].tolist()}: fractional steps are ignored")
+
+
+def check_parameterization(classes: Chain, device: str = "cpu", configs: Configs | None = None
+                           ) -> None:
+    built = build_chain(classes, device, configs=configs)
     param, degradation = built["parameterization"], built["degradation"]
     x0 = images(device)
     t = times(degradation, device, clean=False)
     noise = degradation.sample_noise(x0, torch.Generator(device).manual_seed(2))
+    _check_inverse(param, degradation, x0.double(), t, noise)
     x_t = degradation.degrade(x0, t, noise)
     output = torch.randn(IMAGES, param.output_channels(3), 8, 8,
                          generator=torch.Generator().manual_seed(3)).to(device)
@@ -212,8 +274,21 @@ def check_parameterization(classes: Chain, device: str = "cpu") -> None:
     assert_round_trip(param.config)
 
 
-def check_loss_weighting(classes: Chain, device: str = "cpu") -> None:
-    built = build_chain(classes, device)
+def _check_inverse(param: Any, degradation: Any, x0: Tensor, t: Tensor, noise: Tensor | None
+                   ) -> None:
+    """predict(target(x0, x_t, t, ε)).x0 = x0 (float64; learned-variance channels zero)."""
+    noise = None if noise is None else noise.double()
+    x_t = degradation.degrade(x0, t, noise)
+    target = param.target(x0, x_t, t, noise)
+    extra = param.output_channels(3) - 3
+    output = torch.cat([target, target.new_zeros(len(x0), extra, *x0.shape[2:])], 1)
+    _close(param.predict(output, x_t, t).x0, x0, 1e-6,
+           f"predict(target(x0)).x0 = x0 at t = {t.tolist()} ({param.config!r})", 1e-6)
+
+
+def check_loss_weighting(classes: Chain, device: str = "cpu", configs: Configs | None = None
+                         ) -> None:
+    built = build_chain(classes, device, configs=configs)
     weighting, t_max = built["loss_weighting"], built["degradation"].t_max
     t = (torch.arange(1, STEPS + 1, device=device) if isinstance(t_max, int) else
          torch.linspace(0.01, 1, STEPS, dtype=torch.float64, device=device) * t_max)
@@ -241,8 +316,8 @@ def oracle(built: dict[str, Any], x0: Tensor) -> Callable[[Tensor, Tensor], Tens
     return network
 
 
-def check_sampler(classes: Chain, device: str = "cpu") -> None:
-    built = build_chain(classes, device)
+def check_sampler(classes: Chain, device: str = "cpu", configs: Configs | None = None) -> None:
+    built = build_chain(classes, device, configs=configs)
     sampler, param, t_max = built["sampler"], built["parameterization"], built[
         "degradation"].t_max
     x_T = images(device)
@@ -254,7 +329,9 @@ def check_sampler(classes: Chain, device: str = "cpu") -> None:
         return (torch.tanh(x) * 0.5).repeat(1, param.output_channels(3) // 3, 1, 1)
 
     steps = sampler.timesteps()
-    assert steps == sorted(steps, reverse=True) and steps[0] == t_max and steps[-1] > 0
+    assert steps == sorted(steps, reverse=True) and steps[0] == t_max and steps[-1] > 0, (
+        f"{sampler.config!r}: timesteps() must descend from t_max = {t_max} to a time > 0; "
+        f"got {steps[:3]} ... {steps[-3:]}")
     runs = [sampler.sample(model, x_T, generator=torch.Generator(device).manual_seed(4),
                            trajectory=True) for _ in range(2)]
     result = runs[0]
@@ -265,39 +342,140 @@ def check_sampler(classes: Chain, device: str = "cpu") -> None:
     assert [step.t for step in result.trajectory] == steps
     assert result.nfe == sampler.nfe() == len(calls) // 2, (
         f"nfe: result {result.nfe}, nfe() {sampler.nfe()}, network calls {len(calls) // 2}")
-    check_sampler_oracle(classes, device)
+    check_sampler_oracle(classes, device, configs)
+    check_sampler_exact(classes, device, configs)
     assert_round_trip(sampler.config)
 
 
-class _RawDenoiser(Denoiser):
-    """A Denoiser that gives its network the raw (x_t, t), not the parameterization's
-    conditioned input: what :func:`oracle` reads."""
-
-    def output(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
-        self.evaluations += 1
-        return self.network(x, t)
-
-
-def check_sampler_oracle(classes: Chain, device: str = "cpu") -> None:
+def check_sampler_oracle(classes: Chain, device: str = "cpu", configs: Configs | None = None
+                         ) -> None:
     """A deterministic sampler (same result under two different seeds) driven by the true-x0
     oracle from x_T = D(x0, T) returns x0 (float64, to 1e-6)."""
-    built = build_chain(classes, device)
+    built = build_chain(classes, device, configs=configs)
     sampler, degradation = built["sampler"], built["degradation"]
     x0 = images(device, dtype=torch.float64)
     t = times(degradation, device)[-1].repeat(IMAGES)
     x_T = degradation.degrade(x0, t, degradation.sample_noise(
         x0, torch.Generator(device).manual_seed(5)))
-    network = _RawDenoiser(oracle(built, x0), built["parameterization"])
+    network = exact.RawDenoiser(oracle(built, x0), built["parameterization"])
     first, second = (sampler.sample(network, x_T, generator=torch.Generator(device).manual_seed(s))
                      for s in (6, 7))
     if torch.equal(first.sample, second.sample):
         _close(first.sample, x0, 1e-6, "deterministic sampler with the true-x0 oracle")
 
 
-def check_guidance(classes: Chain, device: str = "cpu") -> None:
-    built = build_chain(classes, device)
+#: Steps N of the convergence-order runs, and T of the discrete schedule they run on.
+ORDER_STEPS = (10, 20, 40)
+ORDER_T = 1000
+#: Steps of the runs whose sample moments are checked (at least; a sampler's own if more).
+MOMENT_STEPS = 100
+#: Largest error of any visited state at N = 40, in units of the marginal's std.
+PATH_TOLERANCE = 1.0
+
+
+def check_sampler_exact(classes: Chain, device: str = "cpu", configs: Configs | None = None
+                        ) -> None:
+    """On Gaussian data through a Gaussian-family degradation (see
+    :mod:`corediff.testing_gaussian`; T = 1000 for a discrete schedule), with the exact
+    denoiser: a deterministic sampler declaring an ``order`` visits states on the exact
+    probability-flow ODE path (within PATH_TOLERANCE at N = 40), the error of its states
+    falls at each halving of the step over N = 10, 20, 40, at the declared order over the last
+    (observed rate ≥ order − 0.5), and its sample is at least as close to x*(0) as a
+    first-order last step from its last state; a stochastic one (two seeds differ) at its
+    default config (with at least MOMENT_STEPS steps) gives samples of the data's
+    per-channel mean and standard deviation."""
+    cls, schedule = classes["sampler"], classes["schedule"]
+    config = (configs or {}).get("sampler") or make_config(cls)
+    long = {"schedule": make_config(schedule, steps=ORDER_T)} if (
+        "steps" in schedule.Config.model_fields) else {}
+    built = build_chain(classes, device, configs={**(configs or {}), **long, "sampler": config})
+    degradation, sampler = built["degradation"], built["sampler"]
+    if not exact.gaussian_family(degradation):
+        return
+    x_T = exact.start(degradation, sampler.timesteps()[0], 32, 8, seed=15).to(device)
+    many = _with_steps(cls, config, MOMENT_STEPS)  # a stochastic sampler: little bias
+    if many is not None:
+        sampler = cls(many, degradation=degradation, parameterization=built["parameterization"])
+    first, second = (exact.sample_moments(sampler, built, x_T, seed) for seed in (16, 17))
+    assert bool(torch.isfinite(first[0]).all()), (
+        f"{config!r} with {type(degradation).__name__}: non-finite samples (per-channel mean "
+        f"{first[0].tolist()}) from the exact denoiser, starting at t = {sampler.timesteps()[0]}")
+    if not torch.equal(first[0], second[0]):
+        if not configs:  # a non-default config may change the distribution (a temperature)
+            _check_moments(*first, what=f"stochastic sampler {config!r}, {len(x_T)} samples")
+    elif cls.order is not None and "steps" in cls.Config.model_fields:
+        _check_order(cls, config, built, x_T[:IMAGES])
+
+
+def _with_steps(cls: type, config: ComponentConfig, steps: int) -> ComponentConfig | None:
+    """``config`` with at least ``steps`` steps when it has a ``steps`` field that takes them."""
+    current = getattr(config, "steps", steps)
+    if current is None or current >= steps:
+        return None
+    try:
+        return cls.Config.model_validate({**config.model_dump(), "steps": steps})
+    except ValueError:
+        return None
+
+
+def _check_moments(mean: Tensor, std: Tensor, what: str) -> None:
+    """Per-channel moments against the data's (4 standard errors + 3 % of s, 10 % on s)."""
+    true_mean, true_std = (torch.tensor(v, dtype=torch.float64) for v in (exact.MEAN, exact.STD))
+    count = 32 * 8 * 8
+    mean_ok = (mean.cpu() - true_mean).abs() <= true_std * (4 / count**0.5 + 0.03)
+    std_ok = (std.cpu() / true_std - 1).abs() <= 4 / (2 * count) ** 0.5 + 0.1
+    assert bool(mean_ok.all() and std_ok.all()), (
+        f"{what}: per-channel mean {mean.tolist()} (data {list(exact.MEAN)}), standard "
+        f"deviation {std.tolist()} (data {list(exact.STD)})")
+
+
+def _rate(errors: Mapping[int, float]) -> float:
+    """The observed order: log2 of the error's fall over the last halving of the step
+    (N = 20 → 40; at N = 10 stiff Gaussian data is not yet in the asymptotic regime), or 0
+    when the error does not fall at each halving."""
+    values = [errors[n] for n in ORDER_STEPS]
+    if any(later >= earlier for earlier, later in itertools.pairwise(values)):
+        return 0.0
+    return math.log2(values[-2] / values[-1]) if values[-1] > 0 else math.inf
+
+
+def _check_order(cls: type, config: ComponentConfig, built: dict[str, Any], x_T: Tensor) -> None:
+    """The order checks of :func:`check_sampler_exact` (errors printed per N)."""
+    runs = {}
+    for n in ORDER_STEPS:
+        sampler = cls(type(config).model_validate({**config.model_dump(), "steps": n}),
+                      degradation=built["degradation"], parameterization=built["parameterization"])
+        runs[n] = exact.path_errors(sampler, built, x_T)
+    what = f"{cls.__name__} ({config!r}, declared order {cls.order})"
+    t, error = runs[ORDER_STEPS[-1]].worst()
+    assert error <= PATH_TOLERANCE, (
+        f"{what}: the state at t = {t} is {error:.3g} marginal standard deviations off the exact "
+        f"ODE path at N = {ORDER_STEPS[-1]} (allowed {PATH_TOLERANCE})")
+    final = {n: run.final for n, run in runs.items()}
+    floor = runs[ORDER_STEPS[-1]].floor
+    if final[ORDER_STEPS[-1]] > 2 * floor + 1e-9:  # not limited by a fixed last jump to 0
+        assert _rate(final) >= cls.order - 0.5, (
+            f"{what}: the sample's error falls at rate {_rate(final):.2f} per halving of the "
+            f"step; max |x − x*(0)| / s per N: {final}")
+    visited = [{round(float(t), 9): e for t, e in run.states[1:]} for run in runs.values()]
+    common = set.intersection(*(set(v) for v in visited))
+    if common:
+        states = {n: max(v[t] for t in common) for n, v in zip(runs, visited, strict=True)}
+        if states[ORDER_STEPS[-1]] > 1e-9:
+            assert _rate(states) >= cls.order - 0.5, (
+                f"{what}: the error of the states at the times every N visits ({sorted(common)}"
+                f") falls at rate {_rate(states):.2f}; worst per N: {states}")
+
+
+def check_guidance(classes: Chain, device: str = "cpu", configs: Configs | None = None
+                   ) -> None:
+    """Equal outputs give the unguided prediction; unequal ones (the conditional output tanh(x),
+    the unconditional one an unrelated field) satisfy each invariant the guidance declares
+    (see GUIDANCE_INVARIANTS)."""
+    built = build_chain(classes, device, configs=configs)
     guidance, param, degradation = built["guidance"], built["parameterization"], built[
         "degradation"]
+    guidance.start()
     x0 = images(device)
     t = times(degradation, device, clean=False)
     x_t = degradation.degrade(x0, t, degradation.sample_noise(
@@ -306,11 +484,54 @@ def check_guidance(classes: Chain, device: str = "cpu") -> None:
     assert all(isinstance(guidance.active(s), bool) for s in t.tolist())
     guided = guidance.combine(out, out, x_t, t)
     _close(guided.x0, param.predict(out, x_t, t).x0, 1e-5, "guidance of equal outputs", 1e-5)
+    other = torch.randn(out.shape, generator=torch.Generator().manual_seed(18),
+                        dtype=torch.float64).to(device)  # float64: invariants to 1e-5
+    for name, overrides in getattr(type(guidance), "invariants", {}).items():
+        assert name in GUIDANCE_INVARIANTS, (
+            f"{type(guidance).__name__} declares invariant '{name}'; known: "
+            f"{sorted(GUIDANCE_INVARIANTS)}")
+        config = type(guidance.config).model_validate({**guidance.config.model_dump(),
+                                                        **overrides})
+        variant = type(guidance)(config, degradation=degradation, parameterization=param)
+        variant.start()
+        _check_invariant(name, variant, out.double(), other, x_t.double(), t)
     assert_round_trip(guidance.config)
 
 
-def check_prior(classes: Chain, device: str = "cpu") -> None:
-    prior = build_chain(classes, device)["prior"]
+#: What a guidance may declare, as the class attribute ``invariants = {name: config
+#: overrides}``: with those overrides, for unequal conditional and unconditional outputs, ...
+GUIDANCE_INVARIANTS = {
+    "conditional": "... it returns the conditional prediction (CFG at scale 1)",
+    "unconditional": "... it returns the unconditional prediction (CFG at scale 0)",
+    "cfg": "... it is classifier-free guidance m(∅) + s·(m(y) − m(∅)) at its config's scale s",
+    "orthogonal": "... its x̂0 minus the conditional x̂0 is orthogonal, per image, to the "
+                  "conditional x̂0 (APG with η = 0)",
+}
+
+
+def _check_invariant(name: str, guidance: Any, cond: Tensor, uncond: Tensor, x_t: Tensor,
+                     t: Tensor) -> None:
+    param = guidance.parameterization
+    guided = guidance.combine(cond, uncond, x_t, t).x0
+    what = f"guidance {guidance.config!r}, invariant '{name}' ({GUIDANCE_INVARIANTS[name]})"
+    if name == "orthogonal":
+        base = param.predict(cond, x_t, t).x0.flatten(1)
+        update = guided.flatten(1) - base
+        cosine = (update * base).sum(1) / (update.norm(dim=1) * base.norm(dim=1) + 1e-30)
+        assert bool((cosine.abs() < 1e-4).all()), f"{what}: cosines {cosine.tolist()}"
+        return
+    output = {"conditional": cond, "unconditional": uncond,
+              "cfg": uncond + getattr(guidance.config, "scale", 1.0) * (cond - uncond)}[name]
+    _close(guided, param.predict(output, x_t, t).x0, 1e-5, what, 1e-5)
+
+
+def check_prior(classes: Chain, device: str = "cpu", configs: Configs | None = None
+                ) -> None:
+    """Seeded draws repeat, start in (0, t_max]; a prior declaring ``marginal = True`` (its
+    draws follow the data's marginal at its start time), at its default config and with a
+    Gaussian-family degradation, draws with the overall mean and standard deviation of the
+    data degraded to its start time (within 25 %; the data: :func:`images`)."""
+    prior = build_chain(classes, device, configs=configs)["prior"]
     shape = (IMAGES, 3, 8, 8)
     first = prior.sample(shape, generator=torch.Generator(device).manual_seed(5), device=device)
     second = prior.sample(shape, generator=torch.Generator(device).manual_seed(5), device=device)
@@ -318,13 +539,30 @@ def check_prior(classes: Chain, device: str = "cpu") -> None:
     assert first.device.type == torch.device(device).type
     assert torch.equal(first, second)
     assert 0 < prior.start_step() <= prior.degradation.t_max
+    if not configs and getattr(prior, "marginal", False) and exact.gaussian_family(
+            prior.degradation):
+        _check_prior_moments(prior, device)
     assert_round_trip(prior.config)
 
 
-def check_time_sampler(classes: Chain, device: str = "cpu") -> None:
+def _check_prior_moments(prior: Any, device: str) -> None:
+    degradation, many = prior.degradation, images(device).repeat(16, 1, 1, 1)
+    generator = torch.Generator(device).manual_seed(19)
+    reference = degradation.degrade(many, steps_like(prior.start_step(), many),
+                                    degradation.sample_noise(many, generator))
+    drawn = prior.sample(tuple(many.shape), generator=generator, device=device)
+    std, mean = drawn.std().item(), drawn.mean().item()
+    ref_std, ref_mean = reference.std().item(), reference.mean().item()
+    assert 0.8 < std / ref_std < 1.25 and abs(mean - ref_mean) < 0.25 * ref_std, (
+        f"{prior.config!r}: draws have mean {mean:.4g} and standard deviation {std:.4g}; the "
+        f"data degraded to t = {prior.start_step()} has {ref_mean:.4g} and {ref_std:.4g}")
+
+
+def check_time_sampler(classes: Chain, device: str = "cpu", configs: Configs | None = None
+                       ) -> None:
     """Times [B] in (0, t_max] (steps 1..T when discrete), repeatable under a seed, finite
     positive importance weights, and ``observe`` + ``extra_state`` survive a round trip."""
-    built = build_chain(classes, device)
+    built = build_chain(classes, device, configs=configs)
     sampler, degradation = built["time_sampler"], built["degradation"]
     draw = [sampler.sample(64, torch.Generator(device).manual_seed(9), device) for _ in "ab"]
     (t, weight), (again, _) = draw
@@ -339,17 +577,50 @@ def check_time_sampler(classes: Chain, device: str = "cpu") -> None:
     twin.load_extra_state(sampler.extra_state())
     assert all(torch.equal(a, b) for a, b in zip(twin.extra_state().values(),
                                                  sampler.extra_state().values(), strict=True))
+    _check_unbiased(sampler, degradation, device)
     assert_round_trip(sampler.config)
 
 
-def check_model(cls: type, device: str = "cpu") -> None:
-    spec = DataSpec(channels=3, image_size=16, num_classes=10)
-    assert cls.check_data_spec(cls.Config(), spec) == []
+def _check_unbiased(sampler: Any, degradation: Any, device: str, count: int = 8192) -> None:
+    """On many draws: times in (0, t_max], and importance weights w keep E[w·f(t)] the
+    uniform-time mean of f (for f = 1, t/t_max, (t/t_max)²; uniform on the steps 1..T or on
+    (0, t_max]), within 5 standard errors."""
+    t, weight = sampler.sample(count, torch.Generator(device).manual_seed(20), device)
+    t_max = degradation.t_max
+    assert bool((t > 0).all() and (t <= t_max).all()), (
+        f"{sampler.config!r}: of {count} draws, {int((t <= 0).sum())} are ≤ 0 and "
+        f"{int((t > t_max).sum())} above t_max = {t_max} (range {t.min().item()} .. "
+        f"{t.max().item()})")
+    if weight is None:
+        return
+    u = t.double() / t_max
+    grid = torch.arange(1, t_max + 1, dtype=torch.float64) / t_max if isinstance(
+        t_max, int) else None
+    for power in (0, 1, 2):
+        values = weight.double() * u**power
+        estimate, error = values.mean().item(), values.std().item() / count**0.5
+        expected = grid.pow(power).mean().item() if grid is not None else 1 / (power + 1)
+        assert abs(estimate - expected) <= 5 * error + 1e-3, (
+            f"{sampler.config!r}: importance weights are biased: E[w·(t/t_max)^{power}] = "
+            f"{estimate:.4f} ± {error:.4f} over {count} draws, uniform time gives "
+            f"{expected:.4f} (weights {weight[:4].tolist()} at t = {t[:4].tolist()})")
 
-    def build() -> Any:
+
+def check_model(cls: type, device: str = "cpu", config: ComponentConfig | None = None) -> None:
+    """Output shape, repeatable, at integer, fractional and boundary times (steps 0..T, and
+    real times such as EDM's c_noise, float32 and float64), with labels, the null label
+    ``num_classes`` and ``y=None`` (the same as the null label), and built unconditional
+    (``num_classes=None``). With its weights moved off their initialisation (zero-initialised
+    output layers hide what a network ignores): different labels, and a fractional t versus
+    its integer neighbours, give different outputs."""
+    config = config or cls.Config()
+    spec = DataSpec(channels=3, image_size=16, num_classes=10)
+    assert cls.check_data_spec(config, spec) == []
+
+    def build(num_classes: int | None = spec.num_classes) -> Any:
         torch.manual_seed(6)
-        return cls(cls.Config(), in_channels=spec.channels, out_channels=6,
-                   image_size=spec.image_size, num_classes=spec.num_classes).to(device)
+        return cls(config, in_channels=spec.channels, out_channels=6,
+                   image_size=spec.image_size, num_classes=num_classes).to(device)
 
     model = build()
     assert model.null_label == spec.num_classes
@@ -359,8 +630,43 @@ def check_model(cls: type, device: str = "cpu") -> None:
     out = model(x, t, y)
     assert out.shape == (IMAGES, 6, 16, 16) and out.device == x.device
     assert torch.equal(out, build()(x, t, y))
-    assert model(x, t).shape == out.shape  # y=None: unconditional
+    generator = torch.Generator().manual_seed(21)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator).to(parameter))
+        _check_model_inputs(model, x, t, y)
+        unconditional = build(None)
+        for when in _model_times(device):
+            shape = unconditional(x, when).shape
+            assert shape == out.shape, f"{config!r} built unconditional: output {tuple(shape)}"
     assert_round_trip(model.config)
+
+
+def _model_times(device: str) -> list[Tensor]:
+    """Times a network is called with: fractional and boundary steps (float64), EDM's c_noise
+    and flow matching's 1000·t (float32)."""
+    return [torch.tensor([0.0, 0.5, 999.5, 1000.0], dtype=torch.float64, device=device),
+            torch.tensor([-1.6, 0.25, 1.1, 1000.0], device=device)]
+
+
+def _check_model_inputs(model: Any, x: Tensor, t: Tensor, y: Tensor) -> None:
+    what = f"model {model.config!r}"
+    null = torch.full_like(y, model.null_label)
+    for when in _model_times(x.device.type):
+        for labels in (y, None):
+            out = model(x, when, labels)
+            assert out.shape == (IMAGES, 6, 16, 16) and torch.isfinite(out).all(), (
+                f"{what} at t = {when.tolist()} ({when.dtype}), y = {labels}: output "
+                f"{tuple(out.shape)}, finite {bool(torch.isfinite(out).all())}")
+        _close(model(x, when), model(x, when, null), 1e-5, f"{what}: y=None is the null label")
+    differ = (model(x, t, torch.zeros_like(y)) - model(x, t, torch.ones_like(y))).flatten(
+        1).abs().amax(1)
+    assert bool((differ > 1e-6).all()), f"{what}: labels 0 and 1 give the same output ({differ})"
+    half = t.double() + 0.5
+    for step in (t, t + 1):
+        differ = (model(x, half, y) - model(x, step, y)).flatten(1).abs().amax(1)
+        assert bool((differ > 1e-6).all()), (
+            f"{what}: t = {half.tolist()} gives the output of t = {step.tolist()} ({differ})")
 
 
 def write_image_folder(root: Path) -> Path:
@@ -519,52 +825,142 @@ CHECKS: dict[str, Callable[..., None]] = {
 assert set(CHECKS) == set(BY_NAME), "every kind has a conformance check"
 
 
+# -- configs drawn from the schema ----------------------------------------------------------
+#: The kinds checked with non-default configs too (datasets need their data, loggers their
+#: services, objectives their training set-up: defaults only).
+VARIANT_KINDS = frozenset({"schedule", "degradation", "parameterization", "loss_weighting",
+                           "sampler", "guidance", "prior", "time_sampler", "model"})
+
+
+def variants(cls: type) -> list[ComponentConfig]:
+    """Non-default configs from the plugin's schema: per field, the first alternative value
+    the config accepts (a bool flipped, another Literal choice, a number doubled, halved or
+    moved by one, a number for an optional field left None; for a model only its bools and
+    choices, so that no variant is a larger network)."""
+    base = make_config(cls)
+    dump, found = base.model_dump(), []
+    for name, field in cls.Config.model_fields.items():
+        if name == "type":
+            continue
+        for value in _alternatives(field.annotation, dump[name], cls.kind != "model"):
+            try:
+                config = cls.Config.model_validate({**dump, name: value})
+            except ValueError:  # pydantic's ValidationError: not a value this field takes
+                continue
+            if config != base:
+                found.append(config)
+                break
+    return found
+
+
+def _alternatives(annotation: Any, default: Any, numbers: bool) -> list[Any]:
+    literals = [a for a in _flat_args(annotation) if isinstance(a, str | int | float)]
+    if isinstance(default, bool):
+        return [not default]
+    if literals:
+        return [a for a in literals if a != default]
+    if not numbers:
+        return []
+    if isinstance(default, int | float):
+        return [default * 2, default / 2, default + 1, default - 1, 0.5]
+    return [10, 0.5] if default is None else []
+
+
+def _flat_args(annotation: Any) -> list[Any]:
+    """The values of the Literal types within ``annotation`` (through unions)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return list(typing.get_args(annotation))
+    return [v for a in typing.get_args(annotation) for v in _flat_args(a)] if origin else []
+
+
 # -- cases ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Case:
-    """One conformance check: a plugin, its companions (diffusion kinds) and a device."""
+    """One conformance check: a plugin, its companions (diffusion kinds), a device, and the
+    plugin's config (None: its default). ``broken``: why the plugin cannot be loaded (the
+    case fails with it; the other plugins' cases run)."""
 
     kind: str
     name: str
     device: str
     chain: tuple[tuple[str, type], ...] = ()
+    config: ComponentConfig | None = None
+    broken: str = ""
 
     def __str__(self) -> str:
         degradation = dict(self.chain).get("degradation")
         with_ = f"-with-{degradation.Config.model_fields['type'].default}" if degradation else ""
-        return f"{self.kind}-{self.name}{with_}-{self.device}"
+        default = {} if self.config is None else make_config(_plugin(self)).model_dump()
+        changed = "".join(f"-{k}={v}" for k, v in (self.config.model_dump().items() if
+                                                    self.config else ()) if v != default[k])
+        return f"{self.kind}-{self.name}{with_}{changed}-{self.device}"
 
     def run(self) -> None:
         """Run the check (raises AssertionError with what failed)."""
+        assert not self.broken, self.broken
+        configs = {} if self.config is None else {"configs": {self.kind: self.config}}
         if self.chain:
-            CHECKS[self.kind](dict(self.chain), self.device)
+            CHECKS[self.kind](dict(self.chain), self.device, **configs)
+        elif self.config is not None:
+            CHECKS[self.kind](_plugin(self), self.device, self.config)
         else:
-            CHECKS[self.kind](registry(self.kind).get(self.name), self.device)
+            CHECKS[self.kind](_plugin(self), self.device)
+
+
+def _plugin(case: Case) -> type:
+    return registry(case.kind).get(case.name)
 
 
 def conformance_cases(
     kinds: Iterable[str] | None = None, names: Iterable[str] | None = None,
-    devices: Iterable[str] | None = None,
+    devices: Iterable[str] | None = None, *, configs: bool = True,
 ) -> list[Case]:
-    """Every check of every registered plugin (optionally only these kinds / plugin names)."""
+    """Every check of every registered plugin (optionally only these kinds / plugin names),
+    with its default config and, unless ``configs`` is False, with each of
+    :func:`variants` that the recipe checks accept in its chain. A plugin that cannot be
+    loaded gives one failing case saying why."""
     wanted = set(names) if names is not None else None
     cases = []
     for kind in kinds if kinds is not None else BY_NAME:
+        broken = loadable(kind)[1]
         for name in registry(kind).names():
             if wanted is not None and name not in wanted:
                 continue
             on = ["cpu"] if not BY_NAME[kind].in_pipeline else DEVICES  # loggers: no tensors
+            if name in broken:
+                cases.append(Case(kind, name, on[0], broken=broken[name]))
+                continue
+            cls = registry(kind).get(name)
+            extra = variants(cls) if configs and kind in VARIANT_KINDS else []
             for device in devices if devices is not None else on:
-                if kind in DIFFUSION_KINDS:
-                    chained = chains(kind, name)
-                    cases += [Case(kind, name, device, tuple(c.items())) for c in chained]
-                else:
-                    cases.append(Case(kind, name, device))
+                if kind not in DIFFUSION_KINDS:
+                    cases += [Case(kind, name, device, config=c) for c in [None, *extra]]
+                    continue
+                for chain in chains(kind, name):
+                    cases.append(Case(kind, name, device, tuple(chain.items())))
+                    cases += [Case(kind, name, device, tuple(chain.items()), c) for c in extra
+                              if _accepted(chain, kind, c)]
     return cases
 
 
+def _accepted(chain: Chain, kind: str, config: ComponentConfig) -> bool:
+    """Whether the recipe checks accept ``config`` for ``kind`` in ``chain``."""
+    tables = {BY_NAME[k].table: c for k, c in chain.items()}
+    configs = {BY_NAME[k].table: config if k == kind else make_config(c)
+               for k, c in chain.items()}
+    if check_compatibility(tables, configs) or check_components(tables, configs):
+        return False
+    try:
+        build_chain(chain, configs={kind: config})
+    except (ValueError, CorediffError):  # refused when built: a combination recipes refuse
+        return False
+    return True
+
+
 def check_plugin(kind: str, name: str, devices: Iterable[str] | None = None) -> int:
-    """Run every conformance check of one plugin; returns how many ran (at least 1)."""
+    """Run every conformance check of one plugin (default and schema-drawn configs); returns
+    how many ran (at least 1)."""
     cases = [c for c in conformance_cases([kind], [name], devices)]
     assert cases, f"{kind} '{name}' is compatible with no chain of installed plugins"
     for case in cases:

@@ -115,3 +115,32 @@ def test_objective_example(plugin):
         losses.append(objective.losses(batch).per_sample)
     c = c_scale * 4
     torch.testing.assert_close(losses[0], losses[1] * 16 / (2 * c), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("solver", ["euler", "dpmpp_2m"])
+def test_examples_run_in_a_pipeline_under_a_fractional_step_solver(plugin, solver):
+    """The model and guidance examples in a class-conditional pipeline whose σ-space solver
+    visits fractional steps: generate (labels and the null label) and restore (no labels,
+    so the model builds the null label itself from a float t) run and give finite images.
+    (The model example once built its null label with torch.full_like(t, ...): a float
+    under these solvers, which the embedding refused.)"""
+    pytest.importorskip("diffusers")
+    model_cls = plugin("my_package/diffusers_unet.py", "model", "DiffusersUNet")
+    plugin("my_package/cfg_linear.py", "guidance", "LinearCFG")
+    recipe = corediff.load_recipe(Path(__file__).resolve().parents[1] / "recipes" /
+                                  "quickstart.toml", ["data.image_size=8"])
+    spec = corediff.DataSpec(channels=1, image_size=8, num_classes=10)
+    built = corediff.build(recipe, data_spec=spec)
+    pipeline = built.replace(
+        sampler=corediff.create("sampler", solver, degradation=built.degradation,
+                                parameterization=built.parameterization, steps=4,
+                                sigmas="karras"),
+        guidance=corediff.create("guidance", "cfg_linear", degradation=built.degradation,
+                                 parameterization=built.parameterization, max_scale=2.0),
+        model=model_cls(in_channels=1, out_channels=1, image_size=8, num_classes=10))
+    assert any(t != int(t) for t in pipeline.sampler.timesteps()), "no fractional step"
+    images = pipeline.generate(4, labels=3, steps=4).images
+    x0 = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    degraded, direct, sample = pipeline.restore(x0, 500)
+    assert torch.isfinite(images).all() and torch.isfinite(sample).all()
+    assert sample.shape == direct.shape == degraded.shape == x0.shape

@@ -89,3 +89,35 @@ def test_oracle_output_predicts_x0():
     x_t = built["degradation"].degrade(x0, t)
     out = testing.oracle(built, x0)(x_t, t)
     torch.testing.assert_close(built["parameterization"].predict(out, x_t, t).x0, x0)
+
+
+@pytest.fixture
+def broken_prior(monkeypatch):
+    """A prior whose entry point cannot be imported (as a broken installed package's)."""
+    from importlib import metadata
+
+    from corediff.registry import PluginInfo
+
+    target = "no_such_module_for_conformance:Prior"
+    info = PluginInfo("prior", "broken_prior", target, "corediff-broken", "0",
+                      metadata.EntryPoint("broken_prior", target, "corediff.priors"))
+    monkeypatch.setitem(registry("prior")._in_process, "broken_prior", info)
+    return "broken_prior"
+
+
+def test_a_broken_plugin_is_reported_and_the_others_still_run(broken_prior):
+    cases = testing.conformance_cases(kinds=["prior"], devices=["cpu"], configs=False)
+    broken = [case for case in cases if case.name == broken_prior]
+    assert len(broken) == 1 and len(cases) > 1
+    with pytest.raises(AssertionError, match="prior 'broken_prior' cannot be loaded: PluginError"):
+        broken[0].run()
+    assert testing.chains("sampler", "ddim"), "companions leave the broken prior out"
+    assert testing.check_plugin("prior", "normal", devices=["cpu"]) >= 1
+    assert [case.name for case in testing.conformance_cases(names={"ddim"})] != []
+
+
+def test_variants_come_from_the_schema():
+    configs = testing.variants(DDIMSampler)
+    changed = {name for config in configs for name, value in config.model_dump().items()
+               if value != testing.make_config(DDIMSampler).model_dump()[name]}
+    assert {"eta", "steps", "clip_x0"} <= changed, changed

@@ -26,6 +26,8 @@ class ClassifierFreeGuidance(Guidance):
     """Extrapolates from the unconditional towards the conditional output by s."""
 
     Config = ClassifierFreeGuidanceConfig
+    #: Checked by corediff.testing (GUIDANCE_INVARIANTS).
+    invariants = {"conditional": {"scale": 1.0}, "unconditional": {"scale": 0.0}, "cfg": {}}
 
     def active(self, t: int) -> bool:
         return self.config.scale != 1.0

@@ -31,6 +31,7 @@ class RescaledGuidance(ClassifierFreeGuidance):
     """CFG with the guided output's std pulled back to the conditional output's."""
 
     Config = RescaledGuidanceConfig
+    invariants = {"conditional": {"scale": 1.0}, "cfg": {"phi": 0.0}}
 
     def combine(self, cond: Tensor, uncond: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
         guided = self.guided_output(cond, uncond)

@@ -19,6 +19,7 @@ class NoGuidance(Guidance):
     """Never asks for the unconditional output."""
 
     Config = NoGuidanceConfig
+    invariants = {"conditional": {}}
 
     def active(self, t: int) -> bool:
         return False

@@ -26,6 +26,8 @@ class NormalPrior(Prior):
     """x_T = scale·z, z ~ N(0, I)."""
 
     Config = NormalPriorConfig
+    #: At scale 1 its draws follow the marginal at t_max (checked by corediff.testing).
+    marginal = True
 
     def sample(
         self, shape: tuple[int, ...], *, generator: torch.Generator | None = None,
