@@ -32,6 +32,7 @@ from diffusers import (
 
 import corediff
 from corediff.denoiser import Denoiser
+from corediff.errors import ConfigError
 from corediff.maths.edm import sigma_steps
 from corediff.maths.family import GaussianFamily
 from corediff.maths.gaussian import step_from_sigma
@@ -196,7 +197,7 @@ def test_ddim_steps_on_flow_and_edm(member):
     sample = sampler.sample(ExactDenoiser(degradation, sampler.parameterization), x_T,
                             generator=torch.Generator().manual_seed(1)).sample
     assert abs(sample.mean().item() - MEAN) < 0.03 and abs(sample.std().item() / STD - 1) < 0.05
-    with pytest.raises(ValueError, match="continuous times"):
+    with pytest.raises((ValueError, ConfigError), match="continuous times"):
         build(member, "ddim", steps=10, spacing="leading")
 
 
@@ -359,7 +360,7 @@ def test_one_spacing_vocabulary():
     ("flow", {"sigmas": "karras"}, "finite"),
 ])
 def test_fields_without_meaning_for_the_member_are_refused(member, fields, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, ConfigError), match=match):
         build(member, "dpmpp_2m", **fields)
 
 
@@ -377,3 +378,15 @@ def test_recipe_refuses_a_family_solver_outside_the_family_in_one_sentence():
     with pytest.raises(Exception, match=r"sampler 'dpmpp_2m' \[diffusion.sampler\] needs a "
                        r"degradation that provides 'gaussian_family', but degradation 'blur'"):
         corediff.load_recipe(RECIPES / "blur_afhq.toml", ["diffusion.sampler={type='dpmpp_2m'}"])
+
+
+@pytest.mark.parametrize("recipe,sampler,sentence", [
+    ("flow_digits.toml", "{type='dpmpp_2m', sigmas='karras'}",
+     "sigmas = 'karras' needs a finite largest noise level"),
+    ("flow_digits.toml", "{type='ddim', spacing='leading'}", "'flow' has continuous times"),
+    ("edm_digits.toml", "{type='euler', shift=2.0}", "no meaning for degradation 'edm'"),
+    ("quickstart.toml", "{type='unipc', steps=2000}", "solver steps repeat a step of T = 1000"),
+])
+def test_recipe_validation_refuses_a_grid_the_member_cannot_give(recipe, sampler, sentence):
+    with pytest.raises(Exception, match=sentence):
+        corediff.load_recipe(RECIPES / recipe, [f"diffusion.sampler={sampler}"])

@@ -1,29 +1,34 @@
-"""σ-space grids shared by the fast Gaussian ODE/SDE solvers (DPM-Solver++, UniPC, Euler,
-Heun), public and documented.
+"""Grids and nodes of the σ-space ODE/SDE solvers (DPM-Solver++, UniPC, Euler, Heun, DDIM)
+on any member of the Gaussian family x_t = α(t)·x0 + σ(t)·ε (:mod:`corediff.maths.family`:
+VP, flow matching, EDM), public and documented.
 
-A fast solver walks a variance-preserving model along a few noise levels
-σ = sqrt((1 − ᾱ)/ᾱ), the level of x/α = x0 + σ·ε (Karras et al. 2022, "Elucidating the Design
-Space of Diffusion-Based Generative Models", §2; k-diffusion). Each level is a fractional step
-t ∈ [1, T] of the schedule (:func:`corediff.maths.gaussian.step_from_sigma`, log-σ interpolation
-between integer steps), which is where the model is evaluated, so a model trained on integer
-steps takes these solvers as it is; the last move goes to t = 0 (σ = 0, the sample is x̂0).
+A solver walks a few times t of the member and is written in the float64 quantities of each
+(:class:`Node`): Karras's noise level σ/α (the level of x/α = x0 + (σ/α)·ε; Karras et al. 2022,
+"Elucidating the Design Space of Diffusion-Based Generative Models", §2), α, σ and
+λ = log(α/σ); the last move goes to t = 0 (σ = 0, the sample is x̂0). On a VP schedule the
+times are fractional steps t ∈ [1, T] (:func:`corediff.maths.gaussian.step_from_sigma`, log-σ
+interpolation between integer steps), so a model trained on integer steps takes these solvers
+as it is.
 
 * :func:`diffusers_timesteps`: diffusers' timesteps τ for its ``timestep_spacing``, as its
   multistep schedulers (DPMSolverMultistep, UniPCMultistep) or its Euler / Heun discrete
   schedulers build them (the two families differ);
-* :func:`solver_steps`: the fractional steps a solver visits for the schedule's own σ at those
-  timesteps (diffusers' default, σ linear in τ between integer steps) or Karras et al.'s
-  ρ-grid (``use_karras_sigmas=True``); diffusers' timestep τ is corediff's step τ + 1;
-* :func:`nodes`: per visited step, plus the final t = 0, the float64 quantities solver
-  coefficients are made of: σ, α = sqrt(ᾱ), σ_vp = sqrt(1 − ᾱ), λ = log(α/σ_vp) = −log σ;
-* :class:`SolverGridConfig` and :class:`GridSolver`: the config fields (``steps``, ``sigmas``,
-  ``spacing``) and ``timesteps`` the four first-party solvers share; a third-party solver
-  derives from them the same way.
+* :func:`solver_steps`: the fractional steps a solver visits on a VP schedule for the
+  schedule's own σ at those timesteps (diffusers' default, σ linear in τ between integer steps)
+  or Karras et al.'s ρ-grid (``use_karras_sigmas=True``); diffusers' timestep τ is corediff's
+  step τ + 1;
+* :func:`family_steps`: the times on any member (VP as above, flow's grid with SD3's shift,
+  EDM's Karras grid with the schedule's ρ);
+* :func:`nodes`: per visited time, plus the final t = 0, the :class:`Node` quantities;
+* :class:`SolverGridConfig` and :class:`GridSolver`: the one grid config (``steps``,
+  ``sigmas``, ``spacing``, ``rho``, ``sigma_min``, ``sigma_max``, ``shift``) and ``timesteps``
+  the first-party family solvers share; a third-party solver derives from them the same way.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -46,8 +51,10 @@ from corediff.maths.timesteps import (
 
 @dataclass(frozen=True)
 class Node:
-    """One visited noise level: the step t (fractional; 0 = clean), σ = sqrt((1 − ᾱ)/ᾱ),
-    α = sqrt(ᾱ) = 1/sqrt(1 + σ²), σ_vp = sqrt(1 − ᾱ) = σ·α and λ = log(α/σ_vp) (inf at t = 0)."""
+    """One visited time of a member of the Gaussian family: t (0 = clean), ``sigma`` = σ/α
+    (Karras's noise level; for VP sqrt((1 − ᾱ)/ᾱ)), ``alpha`` = α, ``sigma_vp`` = σ (the
+    member's noise coefficient; for VP sqrt(1 − ᾱ), hence the name) and ``lam`` =
+    λ = log(α/σ) (+∞ at t = 0, −∞ where α = 0)."""
 
     t: float
     sigma: float
@@ -162,7 +169,8 @@ def family_steps(family: Any, config: Any, *, multistep: bool,
 
     rho = config.rho if config.rho is not None else family.default_rho()
     shift = getattr(config, "shift", 1.0)
-    name = type(family).__name__
+    config_type = getattr(getattr(family, "config", None), "type", None)
+    name = f"degradation '{config_type}'" if config_type else type(family).__name__
     if shift != 1.0 and not isinstance(family, FlowFamily):
         raise ValueError(f"shift = {shift} is SD3's time shift of flow matching's grid; "
                          f"it has no meaning for {name}")
@@ -223,6 +231,28 @@ class SolverGridConfig(ComponentConfig):
         return self
 
 
+def grid_problems(cls: type, config: ComponentConfig,
+                  others: Mapping[str, tuple[type, ComponentConfig]]) -> list[str]:
+    """For ``check_recipe`` of a sampler whose ``timesteps()`` reads only its config and the
+    degradation: the sentence its grid refuses with for the recipe's schedule and degradation
+    (a Karras grid on flow, a shift on EDM, too many steps, ...), so ``corediff recipe
+    validate`` says it before anything is built; empty when the grid is fine or the
+    degradation cannot be built here."""
+    try:
+        schedule_cls, schedule_config = others["schedule"]
+        degradation_cls, degradation_config = others["degradation"]
+        degradation = degradation_cls(degradation_config, schedule=schedule_cls(schedule_config))
+    except Exception:  # noqa: BLE001 - the degradation's own checks report it
+        return []
+    bare = cls.__new__(cls)
+    bare.config, bare.degradation = config, degradation
+    try:
+        bare.timesteps()
+    except ValueError as error:
+        return [str(error)]
+    return []
+
+
 class GridSolver(Sampler):
     """A sampler of the Gaussian family visiting :func:`family_steps` for its config
     (``multistep``: the DPM-Solver / UniPC family's VP grid, else Euler / Heun's).
@@ -234,6 +264,11 @@ class GridSolver(Sampler):
     def __init__(self, config: ComponentConfig | None = None, **dependencies: Any) -> None:
         super().__init__(config, **dependencies)
         self.timesteps()  # refuse a grid the schedule cannot give when the sampler is built
+
+    @classmethod
+    def check_recipe(cls, config: ComponentConfig,
+                     others: Mapping[str, tuple[type, ComponentConfig]]) -> list[str]:
+        return grid_problems(cls, config, others)
 
     def timesteps(self, start: int | float | None = None) -> list[float]:
         return family_steps(self.degradation, self.config, multistep=self.multistep,

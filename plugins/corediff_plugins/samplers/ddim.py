@@ -21,7 +21,7 @@ from torch import Tensor
 from corediff.interfaces import Denoise, Step
 from corediff.maths.gaussian import posterior_coefficients
 from corediff.maths.noise import randn
-from corediff.maths.solvers import SolverGridConfig, family_steps, nodes
+from corediff.maths.solvers import SolverGridConfig, family_steps, grid_problems, nodes
 from corediff.maths.timesteps import TimeGridConfig
 from corediff_plugins.samplers.base import RespacedSampler
 
@@ -37,6 +37,10 @@ class DDIMSampler(RespacedSampler):
     Config = DDIMSamplerConfig
     requires = {"degradation": frozenset({"gaussian_family"})}
     order = 1
+
+    @classmethod
+    def check_recipe(cls, config, others):  # noqa: ANN001, ANN206 - as Component's
+        return grid_problems(cls, config, others)
 
     def timesteps(self, start: int | float | None = None) -> list[int] | list[float]:
         if self.degradation.integer_steps:
