@@ -130,7 +130,8 @@ def _size(count: int) -> str:
 
 
 class FactorCache:
-    """Factors of training images by dataset index (those below ``capacity``), filled lazily.
+    """Factors of training images by dataset index (those below ``capacity``), filled lazily
+    (one process) or up front by :meth:`fill`, each DDP rank decomposing its share.
 
     ``placement`` "device" keeps them on ``device``, "host" in CPU memory gathered per batch
     straight into one of two staging buffers (pinned when ``device`` is CUDA: the pinned
