@@ -390,3 +390,19 @@ def test_recipe_refuses_a_family_solver_outside_the_family_in_one_sentence():
 def test_recipe_validation_refuses_a_grid_the_member_cannot_give(recipe, sampler, sentence):
     with pytest.raises(Exception, match=sentence):
         corediff.load_recipe(RECIPES / recipe, [f"diffusion.sampler={sampler}"])
+
+
+@pytest.mark.parametrize("recipe", ["flow_digits.toml", "edm_digits.toml"])
+@pytest.mark.parametrize("name", ["dpmpp_2m", "unipc"])
+def test_flow_and_edm_pipelines_sample_with_dpmpp_and_unipc(recipe, name):
+    """A flow and an EDM pipeline (their recipes, untrained networks) sample end to end with
+    DPM-Solver++(2M) and UniPC: the network is called at the member's times, nfe = N."""
+    torch.manual_seed(0)
+    loaded = corediff.load_recipe(RECIPES / recipe, [
+        f"diffusion.sampler={{type='{name}', steps=4}}", "model.preset='tiny'"])
+    pipeline = corediff.build(loaded)
+    generated = pipeline.generate(2, seed=0)
+    assert generated.images.shape[0] == 2 and torch.isfinite(generated.images).all()
+    assert type(pipeline.sampler).__name__ == {"dpmpp_2m": "DPMSolverPP2MSampler",
+                                               "unipc": "UniPCSampler"}[name]
+    assert pipeline.sampler.nfe() == 4
