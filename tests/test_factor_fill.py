@@ -54,3 +54,29 @@ def test_two_ranks_each_decompose_half_and_end_alike(tmp_path: Path) -> None:
         x0 = torch.stack([pipeline.dataset[int(i)][0] for i in index])
         lazy.degrade(x0, index, torch.ones(len(index), dtype=torch.long))
     assert lazy.decomposed == IMAGES and _digest(lazy) == digest0
+
+
+def _train_rank(rank: int, tmp: Path) -> tuple[int, int, str]:
+    from corediff.engine.distributed import Context
+    from corediff.engine.rundir import RunDir
+    from corediff.engine.trainer import Trainer, seed_everything
+
+    recipe = corediff.load_recipe(ROOT / "studies" / "recipes" / "svd_digits16.toml", overrides=[
+        "data.split='test'", "model.preset='tiny'", "train.steps=1", "train.batch_size=8",
+        "train.num_workers=0", "run.device='cpu'"])
+    seed_everything(recipe.run.seed)
+    trainer = Trainer(corediff.build(recipe), RunDir(tmp / "run"),
+                      Context(torch.device("cpu"), rank, 2))
+    trainer.fit_components()
+    trainer.train()
+    cache = trainer.factor_cache
+    return cache.decomposed, cache.capacity, _digest(cache)
+
+
+def test_ddp_training_fills_the_cache_once_across_ranks(tmp_path: Path) -> None:
+    """Trainer.train under 2 gloo ranks: each rank decomposed its share of the dataset
+    before the first step, none again in it (before: each rank decomposed its batches'
+    images, and in time the whole dataset)."""
+    (tmp_path / "run").mkdir()
+    (count0, size, digest0), (count1, _, digest1) = on_two_ranks(_train_rank, tmp_path)
+    assert count0 + count1 == size and abs(count0 - count1) <= 64 and digest0 == digest1
