@@ -1,4 +1,5 @@
-"""Writing generated images: grids, individual PNGs and trajectory strips.
+"""Writing generated images: grids, individual PNGs and trajectory strips; and a DDP rank's
+share of a grid (:func:`sample_share`).
 
 Generation itself is :meth:`corediff.pipeline.Pipeline.generate` (prior -> sampler through a
 guided :class:`~corediff.denoiser.Denoiser`).
@@ -10,7 +11,7 @@ import math
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.utils import save_image
 
 from corediff.engine import safe_files
@@ -55,3 +56,38 @@ def save_trajectory(steps: list[TrajectoryStep], path: Path) -> None:
         rows.append(torch.stack([s.x_t[i].float().cpu() for s in shown]))
         rows.append(torch.stack([s.x0_hat[i].float().cpu() for s in shown]))
     save_grid(torch.cat(rows), path, nrow=len(shown))
+
+
+class _Share(nn.Module):
+    """The network on the batches this rank samples (``active``); on the others zeros of the
+    network output's shape, so that sampling them only advances the shared generator."""
+
+    def __init__(self, network: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.network, self.channels, self.active = network, channels, True
+
+    def forward(self, x: Tensor, *args: object) -> Tensor:
+        if self.active:
+            return self.network(x, *args)
+        return x.new_zeros((x.shape[0], self.channels, *x.shape[2:]))
+
+
+def sample_share(pipeline: Pipeline, n: int, *, labels: int | None, seed: int,
+                 model: nn.Module, rank: int, world_size: int) -> list[tuple[int, Tensor]]:
+    """(batch index, images) of the batches of ``pipeline.sample(n, labels=labels,
+    seed=seed, model=model)`` that are rank ``rank``'s (index ≡ rank mod world_size),
+    the same images as one process samples: the other batches run with a network that
+    returns zeros, which draws the same noise at the cost of the sampler's arithmetic alone
+    (samplers draw by shape, never by value)."""
+    spec = pipeline.data_spec
+    share = _Share(model, pipeline.parameterization.output_channels(spec.channels))
+    batches = pipeline.generate_batches(n, labels=labels, seed=seed, model=share)
+    mine, index = [], 0
+    while True:
+        share.active = index % world_size == rank  # read while the next batch is sampled
+        batch = next(batches, None)
+        if batch is None:
+            return mine
+        if share.active:
+            mine.append((index, batch.images))
+        index += 1

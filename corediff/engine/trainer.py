@@ -54,7 +54,7 @@ from corediff.engine.guard import (
 )
 from corediff.engine.resume import check_resume, log_resume
 from corediff.engine.rundir import MetricsLog, RunDir
-from corediff.engine.sampling import grid_columns, save_grid
+from corediff.engine.sampling import grid_columns, sample_share, save_grid
 from corediff.engine.signals import GracefulStop, ignore_in_worker
 from corediff.engine.teacher import load_teacher
 from corediff.engine.tracking import Trackers
@@ -642,9 +642,7 @@ class Trainer:
                 if save or done:
                     self.save()
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
-                    with shared_failure(ctx):  # the other ranks wait (collective_timeout_s)
-                        if ctx.is_main:
-                            self.sample_grid(self.run.sample_grid(self.step))
+                    self.sample_grid(self.run.sample_grid(self.step), across=True)
         if metrics is not None:
             metrics.close()
 
@@ -701,13 +699,25 @@ class Trainer:
                 "lr": self.lr_scheduler.get_last_lr()[0], "grad_norm": sum(norms) / len(norms),
                 "images_per_s": images_per_s, **logs}
 
-    def sample_grid(self, path: Path) -> None:
-        """A grid of [sample] n images from the EMA weights with the [sample] settings."""
-        cfg = self.recipe.sample
-        model = self.ema.module if cfg.use_ema else self.model
-        images = self.pipeline.sample(cfg.n, labels=cfg.label, seed=cfg.seed, model=model.eval())
-        save_grid(images, path, nrow=grid_columns(self.pipeline, cfg.n))
-        self.trackers.image_file("samples", path, self.step)
+    def sample_grid(self, path: Path, *, across: bool = False) -> None:
+        """A grid of [sample] n images from the EMA weights with the [sample] settings.
+        ``across`` (call on every rank): under DDP each rank samples its share of the
+        batches (:func:`~corediff.engine.sampling.sample_share`) and rank 0 writes the grid
+        one process would have written; a failure on any rank stops every rank."""
+        cfg, ctx = self.recipe.sample, self.context
+        model = (self.ema.module if cfg.use_ema else self.model).eval()
+        if across and ctx.distributed:
+            with shared_failure(ctx):
+                mine = sample_share(self.pipeline, cfg.n, labels=cfg.label, seed=cfg.seed,
+                                    model=model, rank=ctx.rank, world_size=ctx.world_size)
+            shares = sorted(pair for share in gather(mine, ctx) for pair in share)
+            images = torch.cat([images for _, images in shares])
+        else:
+            images = self.pipeline.sample(cfg.n, labels=cfg.label, seed=cfg.seed, model=model)
+        with shared_failure(ctx) if across else contextlib.nullcontext():
+            if ctx.is_main or not across:
+                save_grid(images, path, nrow=grid_columns(self.pipeline, cfg.n))
+                self.trackers.image_file("samples", path, self.step)
         self.model.train()
 
 
