@@ -406,3 +406,19 @@ def test_flow_and_edm_pipelines_sample_with_dpmpp_and_unipc(recipe, name):
     assert type(pipeline.sampler).__name__ == {"dpmpp_2m": "DPMSolverPP2MSampler",
                                                "unipc": "UniPCSampler"}[name]
     assert pipeline.sampler.nfe() == 4
+
+
+def test_grids_start_where_the_prior_draws():
+    """A VP Karras grid starts at T exactly (it began at 999.9999999999999 on the 'betas'
+    schedule); an EDM grid with sigma_max below the degradation's t_max is entered from t_max,
+    where the prior draws x (it used to start at sigma_max with x drawn at t_max)."""
+    for schedule in ("betas", "linear", "cosine"):
+        sched = corediff.create("schedule", schedule)
+        degradation = corediff.create("degradation", "gaussian", schedule=sched)
+        for multistep in (True, False):
+            grid = solver_steps(sched.values(), 10, "karras", multistep=multistep)
+            assert grid[0] == float(degradation.t_max) or not multistep
+    sampler = build("edm", "edm_euler", steps=6, sigma_max=10.0)
+    grid = sampler.timesteps()
+    assert grid[0] == 80.0 and grid[1:] == sigma_steps(6, 0.002, 10.0, 7.0)
+    assert sampler.nfe() == 7

@@ -47,7 +47,7 @@ CASES: dict[str, tuple[str, str, str, dict[str, Any]]] = {
                            {"steps": 8, "S_churn": 40.0, "S_tmin": 0.05, "S_tmax": 50.0,
                             "S_noise": 1.003}),
     "edm_edm_euler_rho": ("edm", "edm", "edm_euler", {"steps": 6, "rho": 3.0,
-                                                      "sigma_min": 0.01, "sigma_max": 40.0}),
+                                                      "sigma_min": 0.01}),
     "flow_velocity_flow_euler": ("flow", "velocity", "flow_euler", {"steps": 10}),
     "flow_velocity_flow_euler_shift": ("flow", "velocity", "flow_euler",
                                        {"steps": 10, "shift": 3.0}),

@@ -129,6 +129,7 @@ def solver_steps(
                 "sigmas = 'karras' needs a finite largest noise level, but this schedule has "
                 "zero terminal SNR (σ_T = ∞); use sigmas = 'schedule'")
         sigma = karras_sigmas(count, float(low), float(high), rho).numpy()
+        sigma[0], sigma[-1] = high, (low if count > 1 else high)  # ends exact: T is T
     grid = step_from_sigma(torch.from_numpy(np.ascontiguousarray(sigma)), alpha_bar).tolist()
     if any(a <= b for a, b in zip(grid, grid[1:], strict=False)):
         raise ValueError(f"{count} '{spacing}' solver steps repeat a step of T = {steps}")
@@ -162,7 +163,10 @@ def family_steps(family: Any, config: Any, *, multistep: bool,
     * EDM: the Karras grid (eq. 5) from the schedule's σ_min, σ_max and ρ, each overridden by
       the config's ``sigma_min``, ``sigma_max``, ``rho`` when set.
 
-    A field that has no meaning for the member is refused with one sentence (ValueError)."""
+    A field that has no meaning for the member is refused with one sentence (ValueError). A
+    continuous grid that does not start at t_max (EDM's ``sigma_max`` set below it) is entered
+    from t_max, where the prior draws x, as an explicit ``start`` is (a VP "leading" grid keeps
+    diffusers' convention of starting below T)."""
     from corediff.maths.edm import sigma_steps
     from corediff.maths.family import EDMFamily, FlowFamily
     from corediff.maths.flow import flow_time_grid
@@ -196,6 +200,8 @@ def family_steps(family: Any, config: Any, *, multistep: bool,
         levels = karras_sigmas(config.steps, config.sigma_min or low, config.sigma_max or high,
                                rho)
         grid = family.t_from_sigma(levels).tolist()
+    if start is None and not family.integer_steps and grid and grid[0] != family.t_max:
+        start = family.t_max  # x lives at t_max (the prior's time): visit it first
     return visit_from(grid, None if start is None else float(start), family.t_max)
 
 
