@@ -140,20 +140,24 @@ def chains(kind: str, name: str) -> list[Chain]:
     component classes (one per diffusion kind) that passes the compatibility check; plugins
     that cannot be loaded are left out of the companions."""
     target = registry(kind).get(name)
-    options = {k: [target] if k == kind else loadable(k)[0] for k in DIFFUSION_KINDS}
+    options = {k: [target] if k == kind else [c for c in loadable(k)[0] if _pair_ok(target, c)]
+               for k in DIFFUSION_KINDS}
     found: dict[type, Chain] = {}
+    defaults = {c: make_config(c) for cs in options.values() for c in cs}
 
     def extend(chain: Chain) -> None:
         """Depth first in the kinds' order, pruning a partial chain as soon as two of its
         components are incompatible (requirements are between pairs): the same first chain
         per degradation as trying every combination in order, without trying them all."""
-        if check_compatibility({BY_NAME[k].table: c for k, c in chain.items()}):
+        tables = {BY_NAME[k].table: c for k, c in chain.items()}
+        if check_compatibility(tables):
             return
+        configs = {t: defaults[c] for t, c in tables.items()}
         if len(chain) == len(DIFFUSION_KINDS):
-            tables = {BY_NAME[k].table: c for k, c in chain.items()}
-            if not check_components(tables, {t: make_config(c) for t, c in tables.items()}):
+            if not check_components(tables, configs):
                 found.setdefault(chain["degradation"], dict(chain))
             return
+
         next_kind = DIFFUSION_KINDS[len(chain)]
         for option in options[next_kind]:
             if "degradation" in chain and chain["degradation"] in found:
@@ -162,6 +166,19 @@ def chains(kind: str, name: str) -> list[Chain]:
 
     extend({})
     return list(found.values())
+
+
+def _pair_ok(first: type, second: type) -> bool:
+    """Whether two plugins (default configs) can share a chain as far as they alone decide:
+    their requirements and their refusals of each other (filtering companions with it first
+    spares the search every chain of a pair that fails)."""
+    tables = {BY_NAME[c.kind].table: c for c in (first, second)}
+    configs = {t: make_config(c) for t, c in tables.items()}
+    try:
+        return not check_compatibility(tables) and not check_components(
+            tables, configs, partial=True)
+    except Exception:  # noqa: BLE001 - a check that needs a third kind: left to the chain
+        return True
 
 
 Configs = Mapping[str, ComponentConfig]
@@ -393,18 +410,20 @@ def check_sampler_exact(classes: Chain, device: str = "cpu", configs: Configs | 
     if not exact.gaussian_family(degradation):
         return
     x_T = exact.start(degradation, sampler.timesteps()[0], 32, 8, seed=15).to(device)
-    many = _with_steps(cls, config, MOMENT_STEPS)  # a stochastic sampler: little bias
-    if many is not None:
-        sampler = cls(many, degradation=degradation, parameterization=built["parameterization"])
-    first, second = (exact.sample_moments(sampler, built, x_T, seed) for seed in (16, 17))
+    first, second = (exact.sample_moments(sampler, built, x_T[:IMAGES], seed) for seed in (16, 17))
     assert bool(torch.isfinite(first[0]).all()), (
         f"{config!r} with {type(degradation).__name__}: non-finite samples (per-channel mean "
         f"{first[0].tolist()}) from the exact denoiser, starting at t = {sampler.timesteps()[0]}")
-    if not torch.equal(first[0], second[0]):
-        if not configs:  # a non-default config may change the distribution (a temperature)
-            _check_moments(*first, what=f"stochastic sampler {config!r}, {len(x_T)} samples")
-    elif cls.order is not None and "steps" in cls.Config.model_fields:
-        _check_order(cls, config, built, x_T[:IMAGES])
+    if torch.equal(first[0], second[0]):
+        if cls.order is not None and "steps" in cls.Config.model_fields:
+            _check_order(cls, config, built, x_T[:IMAGES])
+    elif not configs:  # a non-default config may change the distribution (a temperature)
+        many = _with_steps(cls, config, MOMENT_STEPS)  # fewer steps: a discretisation bias
+        if many is not None:
+            sampler = cls(many, degradation=degradation,
+                          parameterization=built["parameterization"])
+        _check_moments(*exact.sample_moments(sampler, built, x_T, 16),
+                       what=f"stochastic sampler {sampler.config!r}, {len(x_T)} samples")
 
 
 def _with_steps(cls: type, config: ComponentConfig, steps: int) -> ComponentConfig | None:
@@ -951,8 +970,15 @@ def _accepted(chain: Chain, kind: str, config: ComponentConfig) -> bool:
                for k, c in chain.items()}
     if check_compatibility(tables, configs) or check_components(tables, configs):
         return False
+    needed, built = {kind}, {}
+    for k in reversed(KINDS):  # the plugin and what it is built on, transitively
+        if k.name in needed:
+            needed |= set(k.dependencies)
     try:
-        build_chain(chain, configs={kind: config})
+        for k in KINDS:
+            if k.name in needed and k.name in chain:
+                built[k.name] = chain[k.name](config if k.name == kind else make_config(
+                    chain[k.name]), **{dep: built[dep] for dep in k.dependencies})
     except (ValueError, CorediffError):  # refused when built: a combination recipes refuse
         return False
     return True

@@ -133,6 +133,22 @@ class LyingNfe(KarrasSampler):
         return x + (step.t_next - step.t) * ((x - x0) / step.t + d_next) / 2, x0
 
 
+class EulerAncestral(KarrasSampler):
+    """Euler ancestral (k-diffusion's ``sample_euler_ancestral``, η = 1): down to
+    σ_down = sqrt(σ_next² − σ_up²), σ_up = σ_next·sqrt(1 − σ_next²/σ²), then noise σ_up·z."""
+
+    Config = KarrasConfig
+    order = None
+    stochastic = True
+    noise_scale = 1.0
+
+    def move(self, x, x0, step):
+        up = step.t_next * (1 - step.t_next**2 / step.t**2) ** 0.5
+        down = (step.t_next**2 - up**2) ** 0.5
+        z = torch.randn(x.shape, generator=step.generator, dtype=x.dtype).to(x.device)
+        return x + (down - step.t) * (x - x0) / step.t + self.noise_scale * up * z
+
+
 # -- guidance --------------------------------------------------------------------------------
 class APGConfig(ComponentConfig):
     type: str = "apg"
@@ -207,6 +223,11 @@ class TinyModel(Model):
             y = torch.full((len(x),), self.null_label, device=x.device) if y is None else y
             out = out + self.label(y)[..., None, None]
         return out
+
+
+class FloorsTime(TinyModel):
+    def forward(self, x, t, y=None):
+        return super().forward(x, t.floor(), y)
 
 
 class ShapeWithoutLabels(TinyModel):
@@ -341,8 +362,16 @@ PLANTED = [
      lambda: named(LyingNfe, "lying_nfe")),
 ]
 
+#: Bugs beyond the fifteen, for the checks none of them exercises.
+EXTRA = [
+    ("an ancestral sampler adding 1.5 times its noise", "sampler",
+     lambda: named(EulerAncestral, "loud_ancestral", noise_scale=1.5)),
+    ("a model flooring a fractional t", "model", lambda: named(FloorsTime, "floors_time")),
+]
+
 #: Correct twins: the checks must pass them.
 CORRECT = [("sampler", lambda: named(DPMSolver3M, "good_3m")),
+           ("sampler", lambda: named(EulerAncestral, "euler_ancestral")),
            ("guidance", lambda: named(APG, "apg")),
            ("model", lambda: named(TinyModel, "tiny_model")),
            ("time_sampler", lambda: named(LogitNormalWeighted, "logit_normal_iw")),
@@ -372,7 +401,8 @@ def _caught(kind: str, name: str) -> str:
     return ""
 
 
-@pytest.mark.parametrize(("kind", "factory"), CORRECT, ids=[k for k, _ in CORRECT])
+@pytest.mark.parametrize(("kind", "factory"), CORRECT,
+                         ids=[f"{k}-{i}" for i, (k, _) in enumerate(CORRECT)])
 def test_correct_twins_pass(registered, kind, factory):
     name = registered(kind, factory())
     assert _caught(kind, name) == ""
@@ -390,3 +420,8 @@ def test_the_suite_catches_at_least_13_of_15(registered, capsys):
         print(f"\nconformance suite catches {rate} of {len(PLANTED)} planted bugs")
         print("\n".join(messages))
     assert rate >= 13, f"caught {rate} of {len(PLANTED)}; missed: {missed}"
+
+
+@pytest.mark.parametrize(("what", "kind", "factory"), EXTRA, ids=[w for w, _, _ in EXTRA])
+def test_the_suite_catches_more(registered, what, kind, factory):
+    assert _caught(kind, registered(kind, factory())), what
