@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from corediff_plugins.schedules.edm import EDMSchedule
 from corediff_plugins.time_samplers.lognormal_sigma import LogNormalSigmaTimeSampler
 
 SHAPE = (3, 1, 4, 4)
+ROOT = Path(__file__).resolve().parents[1]
 SIGMA_DATA, SIGMA_MIN, SIGMA_MAX, RHO = 0.5, 0.002, 80.0, 7.0
 
 
@@ -348,6 +350,17 @@ def test_progressive_distillation_matches_algorithm_2_and_halves_over_rounds():
     resumed = ProgressiveDistillationObjective(config, **vp_parts(StandIn(0.0)))
     resumed.load_extra_state(objective.extra_state())
     assert resumed.round() == 1 and resumed.round_teacher.w.item() == 0.5
+
+
+def test_progressive_distillation_refuses_a_recipe_it_cannot_run():
+    from corediff.recipe import load_recipe
+
+    with pytest.raises(ConfigError) as refused:
+        load_recipe(ROOT / "recipes" / "few_step_pd.toml", [
+            "diffusion.parameterization.type='eps'", "diffusion.objective.teacher_steps=2048",
+            "diffusion.objective.rounds=1"])
+    assert "type = \"v\"" in str(refused.value) and "teacher_steps = 2048 exceeds the " \
+        "schedule's steps = 1000" in str(refused.value)
 
 
 # -- reflow ----------------------------------------------------------------------------------

@@ -90,8 +90,14 @@ class ProgressiveDistillationObjective(StartsFromTeacher, SteppedObjective):
     def check_recipe(cls, config, others):  # type: ignore[no-untyped-def]
         refused = super().check_recipe(config, others)
         param = others["parameterization"][1].type
-        return refused or ([] if param == "v" else [
-            f"needs [diffusion.parameterization] type = \"v\" (Salimans & Ho §4), not '{param}'"])
+        steps = getattr(others["schedule"][1], "steps", None)  # None: a schedule of given ᾱ
+        if param != "v":
+            refused.append(f"needs [diffusion.parameterization] type = \"v\" (Salimans & Ho "
+                           f"§4), not '{param}'")
+        if steps is not None and config.teacher_steps > steps:
+            refused.append(f"teacher_steps = {config.teacher_steps} exceeds the schedule's "
+                           f"steps = {steps}")
+        return refused
 
     def modules(self) -> dict[str, nn.Module]:
         return {"round_teacher": self.round_teacher}
