@@ -204,8 +204,9 @@ def build_chain(classes: Chain, device: str = "cpu", model: Any = None,
 def assert_round_trip(config: ComponentConfig) -> None:
     """A config survives dump/validate and JSON, and is frozen."""
     cls = type(config)
-    assert cls.model_validate(config.model_dump()) == config
-    assert cls.model_validate_json(config.model_dump_json()) == config
+    for how, again in (("dump/validate", cls.model_validate(config.model_dump())),
+                       ("JSON", cls.model_validate_json(config.model_dump_json()))):
+        assert again == config, f"{config!r} comes back from {how} as {again!r}"
     try:
         config.type = "changed"  # type: ignore[misc]
     except Exception:  # noqa: BLE001 - pydantic raises its own frozen error
@@ -225,9 +226,11 @@ def check_schedule(classes: Chain, device: str = "cpu", configs: Configs | None 
     a removed rank grows: whichever way, one way)."""
     schedule = build_chain(classes, configs=configs)["schedule"]
     values = schedule.values()
-    assert values.dtype == torch.float64 and values.shape == (schedule.steps + 1,)
-    assert torch.isfinite(values).all()
-    assert torch.equal(values, schedule.values())
+    what = f"{schedule.config!r}: values()"
+    assert values.dtype == torch.float64 and values.shape == (schedule.steps + 1,), (
+        f"{what} is {values.dtype} {tuple(values.shape)}, not float64 ({schedule.steps + 1},)")
+    assert torch.isfinite(values).all(), f"{what} has non-finite entries: {values.tolist()}"
+    assert torch.equal(values, schedule.values()), f"{what} differs between two calls"
     steps = values.diff()
     assert bool((steps >= 0).all() or (steps <= 0).all()), (
         f"{schedule.config!r}: values() is not monotone: it rises at steps "
@@ -243,12 +246,17 @@ def check_degradation(classes: Chain, device: str = "cpu", configs: Configs | No
     t = times(degradation, device)
     noise = degradation.sample_noise(x0, torch.Generator(device).manual_seed(1))
     out = degradation.degrade(x0, t, noise)
-    assert out.shape == x0.shape and out.dtype == x0.dtype and out.device == x0.device
+    assert (out.shape, out.dtype, out.device) == (x0.shape, x0.dtype, x0.device), (
+        f"{degradation.config!r}: D(x0, t) is {tuple(out.shape)} {out.dtype} on {out.device}"
+        f" for x0 {tuple(x0.shape)} {x0.dtype} on {x0.device}")
     _close(out[0], x0[0], 1e-5, "D(x0, 0) = x0")
     assert torch.equal(out, degradation.degrade(x0, t, noise)), "deterministic given noise"
     again = degradation.sample_noise(x0, torch.Generator(device).manual_seed(1))
-    assert (noise is None) == (again is None) and (noise is None or torch.equal(noise, again))
-    assert (noise is None) == ("deterministic" in degradation.provides)
+    assert (noise is None) == (again is None) and (noise is None or torch.equal(noise, again)), (
+        f"{degradation.config!r}: sample_noise under the same seed differs")
+    assert (noise is None) == ("deterministic" in degradation.provides), (
+        f"{degradation.config!r}: sample_noise gives {'None' if noise is None else 'noise'} "
+        f"but the degradation provides {sorted(degradation.provides)}")
     many = degradation.degrade_many(x0, [t, earlier(t)], noise)
     _close(many[0], out, 1e-5, "degrade_many[0]")
     _close(many[1], degradation.degrade(x0, earlier(t), noise), 1e-5, "degrade_many[1]")
@@ -281,13 +289,20 @@ def check_parameterization(classes: Chain, device: str = "cpu", configs: Configs
     output = torch.randn(IMAGES, param.output_channels(3), 8, 8,
                          generator=torch.Generator().manual_seed(3)).to(device)
     prediction = param.predict(output, x_t, t)
-    assert prediction.x0.shape == x0.shape and torch.isfinite(prediction.x0).all()
-    assert param.target(x0, x_t, t, noise).shape == x0.shape
+    what = f"{param.config!r} at t = {t.tolist()}"
+    assert prediction.x0.shape == x0.shape and torch.isfinite(prediction.x0).all(), (
+        f"{what}: x̂0 {tuple(prediction.x0.shape)} for {tuple(x0.shape)}, finite "
+        f"{bool(torch.isfinite(prediction.x0).all())}")
+    target_shape = param.target(x0, x_t, t, noise).shape
+    assert target_shape == x0.shape, f"{what}: target {tuple(target_shape)}"
     per_sample = param.loss(output, x0, x_t, t, noise, lambda a, b: (a - b).square())
-    assert per_sample.shape == (IMAGES,) and torch.isfinite(per_sample).all()
-    assert param.x0_loss_scale(t).shape == (IMAGES,)
+    assert per_sample.shape == (IMAGES,) and torch.isfinite(per_sample).all(), (
+        f"{what}: per-sample loss {per_sample.tolist()}")
+    scale = param.x0_loss_scale(t)
+    assert scale.shape == (IMAGES,), f"{what}: x0_loss_scale {tuple(scale.shape)}"
     x_in, t_in = param.condition(x_t, t)
-    assert x_in.shape == x_t.shape and t_in.shape == (IMAGES,) and torch.isfinite(t_in).all()
+    assert x_in.shape == x_t.shape and t_in.shape == (IMAGES,) and torch.isfinite(t_in).all(), (
+        f"{what}: condition gives {tuple(x_in.shape)} and t {t_in.tolist()}")
     assert_round_trip(param.config)
 
 
@@ -310,11 +325,14 @@ def check_loss_weighting(classes: Chain, device: str = "cpu", configs: Configs |
     t = (torch.arange(1, STEPS + 1, device=device) if isinstance(t_max, int) else
          torch.linspace(0.01, 1, STEPS, dtype=torch.float64, device=device) * t_max)
     weight = weighting.weight(t)
-    assert weight.shape == t.shape and weight.is_floating_point()
-    assert torch.isfinite(weight).all() and (weight >= 0).all()
-    assert torch.equal(weight, weighting.weight(t))
+    what = f"{weighting.config!r}: weight(t)"
+    assert weight.shape == t.shape and weight.is_floating_point(), (
+        f"{what} is {weight.dtype} {tuple(weight.shape)} for t {tuple(t.shape)}")
+    assert torch.isfinite(weight).all() and (weight >= 0).all(), f"{what} = {weight.tolist()}"
+    assert torch.equal(weight, weighting.weight(t)), f"{what} differs between two calls"
     a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-    assert weighting.per_element(a, b).shape == a.shape
+    shape = weighting.per_element(a, b).shape
+    assert shape == a.shape, f"{weighting.config!r}: per_element {tuple(shape)}"
     assert_round_trip(weighting.config)
 
 
@@ -341,7 +359,8 @@ def check_sampler(classes: Chain, device: str = "cpu", configs: Configs | None =
     calls = []
 
     def model(x: Tensor, t: Tensor) -> Tensor:
-        assert t.shape == (x.shape[0],) and torch.isfinite(t).all()
+        assert t.shape == (x.shape[0],) and torch.isfinite(t).all(), (
+            f"{sampler.config!r} called the network with t = {t.tolist()}")
         calls.append(1)
         return (torch.tanh(x) * 0.5).repeat(1, param.output_channels(3) // 3, 1, 1)
 
@@ -352,11 +371,14 @@ def check_sampler(classes: Chain, device: str = "cpu", configs: Configs | None =
     runs = [sampler.sample(model, x_T, generator=torch.Generator(device).manual_seed(4),
                            trajectory=True) for _ in range(2)]
     result = runs[0]
-    assert result.sample.shape == x_T.shape and result.sample.device == x_T.device
-    assert result.sample.dtype == x_T.dtype and torch.isfinite(result.sample).all()
-    assert result.direct.shape == x_T.shape
+    got = (result.sample.shape, result.sample.dtype, result.sample.device, result.direct.shape)
+    assert got == (x_T.shape, x_T.dtype, x_T.device, x_T.shape), (
+        f"{sampler.config!r}: sample {got[:3]}, direct {tuple(got[3])} for x_T "
+        f"{(x_T.shape, x_T.dtype, x_T.device)}")
+    assert torch.isfinite(result.sample).all(), f"{sampler.config!r}: non-finite samples"
     assert torch.equal(result.sample, runs[1].sample), "seeded runs must repeat"
-    assert [step.t for step in result.trajectory] == steps
+    visited = [step.t for step in result.trajectory]
+    assert visited == steps, f"{sampler.config!r}: trajectory at {visited}, timesteps() {steps}"
     assert result.nfe == sampler.nfe() == len(calls) // 2, (
         f"nfe: result {result.nfe}, nfe() {sampler.nfe()}, network calls {len(calls) // 2}")
     check_sampler_oracle(classes, device, configs)
@@ -500,7 +522,8 @@ def check_guidance(classes: Chain, device: str = "cpu", configs: Configs | None 
     x_t = degradation.degrade(x0, t, degradation.sample_noise(
         x0, torch.Generator(device).manual_seed(8)))
     out = torch.tanh(x_t).repeat(1, param.output_channels(3) // 3, 1, 1)
-    assert all(isinstance(guidance.active(s), bool) for s in t.tolist())
+    active = [guidance.active(s) for s in t.tolist()]
+    assert all(isinstance(a, bool) for a in active), f"{guidance.config!r}: active {active}"
     guided = guidance.combine(out, out, x_t, t)
     _close(guided.x0, param.predict(out, x_t, t).x0, 1e-5, "guidance of equal outputs", 1e-5)
     other = torch.randn(out.shape, generator=torch.Generator().manual_seed(18),
@@ -554,10 +577,14 @@ def check_prior(classes: Chain, device: str = "cpu", configs: Configs | None = N
     shape = (IMAGES, 3, 8, 8)
     first = prior.sample(shape, generator=torch.Generator(device).manual_seed(5), device=device)
     second = prior.sample(shape, generator=torch.Generator(device).manual_seed(5), device=device)
-    assert first.shape == shape and torch.isfinite(first).all()
-    assert first.device.type == torch.device(device).type
-    assert torch.equal(first, second)
-    assert 0 < prior.start_step() <= prior.degradation.t_max
+    what = f"{prior.config!r}"
+    assert first.shape == shape and torch.isfinite(first).all(), (
+        f"{what}: draws {tuple(first.shape)} for {shape}, finite {bool(first.isfinite().all())}")
+    assert first.device.type == torch.device(device).type, f"{what}: draws on {first.device}"
+    assert torch.equal(first, second), f"{what}: seeded draws differ"
+    start = prior.start_step()
+    assert 0 < start <= prior.degradation.t_max, (
+        f"{what}: start_step {start} outside (0, {prior.degradation.t_max}]")
     if not configs and getattr(prior, "marginal", False) and exact.gaussian_family(
             prior.degradation):
         _check_prior_moments(prior, device)
@@ -585,17 +612,20 @@ def check_time_sampler(classes: Chain, device: str = "cpu", configs: Configs | N
     sampler, degradation = built["time_sampler"], built["degradation"]
     draw = [sampler.sample(64, torch.Generator(device).manual_seed(9), device) for _ in "ab"]
     (t, weight), (again, _) = draw
-    assert t.shape == (64,) and t.device.type == torch.device(device).type
-    assert torch.equal(t, again), "seeded draws must repeat"
-    assert (t > 0).all() and (t <= degradation.t_max).all()
-    assert t.is_floating_point() != isinstance(degradation.t_max, int)
+    what = f"{sampler.config!r}"
+    assert t.shape == (64,) and t.device.type == torch.device(device).type, (
+        f"{what}: times {tuple(t.shape)} on {t.device} for 64 on {device}")
+    assert torch.equal(t, again), f"{what}: seeded draws must repeat"
+    assert t.is_floating_point() != isinstance(degradation.t_max, int), (
+        f"{what}: times are {t.dtype} for a degradation whose t_max is {degradation.t_max!r}")
     assert weight is None or (weight.shape == (64,) and torch.isfinite(weight).all()
-                              and (weight > 0).all())
+                              and (weight > 0).all()), f"{what}: weights {weight.tolist()}"
     sampler.observe(t, torch.linspace(0.1, 1, 64, device=device))
     twin = type(sampler)(sampler.config, degradation=degradation)
     twin.load_extra_state(sampler.extra_state())
     assert all(torch.equal(a, b) for a, b in zip(twin.extra_state().values(),
-                                                 sampler.extra_state().values(), strict=True))
+                                                 sampler.extra_state().values(), strict=True)), (
+        f"{what}: extra_state does not survive load_extra_state")
     _check_unbiased(sampler, degradation, device)
     assert_round_trip(sampler.config)
 
@@ -642,13 +672,15 @@ def check_model(cls: type, device: str = "cpu", config: ComponentConfig | None =
                    image_size=spec.image_size, num_classes=num_classes).to(device)
 
     model = build()
-    assert model.null_label == spec.num_classes
+    assert model.null_label == spec.num_classes, (
+        f"{config!r}: null_label {model.null_label}, num_classes {spec.num_classes}")
     x = images(device, size=16)
     t = torch.tensor([0, 1, 500, 999], device=device)
     y = torch.tensor([0, 1, 2, model.null_label], device=device)
     out = model(x, t, y)
-    assert out.shape == (IMAGES, 6, 16, 16) and out.device == x.device
-    assert torch.equal(out, build()(x, t, y))
+    assert out.shape == (IMAGES, 6, 16, 16) and out.device == x.device, (
+        f"{config!r}: output {tuple(out.shape)} on {out.device} for (4, 6, 16, 16) on {x.device}")
+    assert torch.equal(out, build()(x, t, y)), f"{config!r}: two equally seeded builds differ"
     generator = torch.Generator().manual_seed(21)
     with torch.no_grad():
         for parameter in model.parameters():
