@@ -481,9 +481,15 @@ class Guidance(ParameterizedComponent):
     Per-run state: :attr:`state` is a dict that lives for one sampling run (a momentum
     buffer, the previous step's guided output), as ``Step.state`` does for a sampler;
     :meth:`start` empties it before the first step of every run.
+
+    ``invariants`` declares what :mod:`corediff.testing` checks on unequal conditional and
+    unconditional outputs: ``{name: config overrides}`` with names from
+    ``corediff.testing.GUIDANCE_INVARIANTS`` (e.g. ``{"conditional": {"scale": 1.0}}``: at
+    scale 1 the guided prediction is the conditional one).
     """
 
     kind = "guidance"
+    invariants: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(
         self, config: ComponentConfig | None = None, *, degradation: Degradation,
@@ -509,9 +515,15 @@ class Guidance(ParameterizedComponent):
 
 
 class Prior(Component):
-    """Where unconditional generation starts: x at time ``start_step()``."""
+    """Where unconditional generation starts: x at time ``start_step()``.
+
+    ``marginal`` declares that, at its default config, the draws follow the data's marginal
+    at the start time (a standard normal scaled by ``prior_std()`` for Gaussian
+    degradations); :mod:`corediff.testing` then compares their moments with the data's.
+    """
 
     kind = "prior"
+    marginal: ClassVar[bool] = False
 
     def __init__(self, config: ComponentConfig | None = None, *, degradation: Degradation) -> None:
         super().__init__(config)

@@ -528,7 +528,7 @@ def check_guidance(classes: Chain, device: str = "cpu", configs: Configs | None 
     _close(guided.x0, param.predict(out, x_t, t).x0, 1e-5, "guidance of equal outputs", 1e-5)
     other = torch.randn(out.shape, generator=torch.Generator().manual_seed(18),
                         dtype=torch.float64).to(device)  # float64: invariants to 1e-5
-    for name, overrides in getattr(type(guidance), "invariants", {}).items():
+    for name, overrides in type(guidance).invariants.items():
         assert name in GUIDANCE_INVARIANTS, (
             f"{type(guidance).__name__} declares invariant '{name}'; known: "
             f"{sorted(GUIDANCE_INVARIANTS)}")
@@ -585,7 +585,7 @@ def check_prior(classes: Chain, device: str = "cpu", configs: Configs | None = N
     start = prior.start_step()
     assert 0 < start <= prior.degradation.t_max, (
         f"{what}: start_step {start} outside (0, {prior.degradation.t_max}]")
-    if not configs and getattr(prior, "marginal", False) and exact.gaussian_family(
+    if not configs and prior.marginal and exact.gaussian_family(
             prior.degradation):
         _check_prior_moments(prior, device)
     assert_round_trip(prior.config)
