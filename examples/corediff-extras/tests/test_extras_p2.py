@@ -46,10 +46,13 @@ def test_gamma_zero_is_simple_for_eps():
 
 
 def test_limits_at_extreme_snr():
-    """SNR = 0 (zero terminal SNR, t = T) and SNR = ∞ (t = 0) take their limits."""
-    _, eps = build("eps", schedule_fields={"rescale_zero_terminal_snr": True}, gamma=1.0, k=2.0)
+    """SNR = 0 (zero terminal SNR, t = T) and SNR = ∞ (t = 0) take their limits
+    (ε-prediction at zero terminal SNR is a composition corediff refuses, as a recipe does)."""
+    _, eps = build("eps", gamma=1.0, k=2.0)
+    assert eps.weight(torch.tensor([0])).item() == 0.0  # 1/(k + ∞)
+    with pytest.raises(corediff.ConfigError, match="zero terminal SNR"):
+        build("eps", schedule_fields={"rescale_zero_terminal_snr": True}, gamma=1.0, k=2.0)
     t = torch.tensor([0, T])
-    torch.testing.assert_close(eps.weight(t), torch.tensor([0.0, 0.5]))  # 1/(k + snr)
     _, v = build("v", schedule_fields={"rescale_zero_terminal_snr": True}, gamma=1.0, k=2.0)
     torch.testing.assert_close(v.weight(t), torch.tensor([0.0, 0.0]))
     for gamma, limit in [(0.5, float("inf")), (1.0, 1.0), (2.0, 0.0)]:
