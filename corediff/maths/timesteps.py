@@ -1,17 +1,21 @@
-"""Time grids: which steps a sampler visits.
+"""Time grids: which times a sampler visits — one contract for every sampler.
 
-One public function, :func:`time_grid`, gives every grid a first-party sampler uses, so a
-third-party sampler gets the same step lists as DDIM by calling it:
-
-* diffusers' ``timestep_spacing`` "leading", "trailing", "linspace" (steps_offset = 0;
-  diffusers' timestep k is our step k + 1);
-* improved-diffusion's ``space_timesteps`` strings: "ddimN" (the stride giving exactly N
-  steps) and section counts "10,15,20" with improved-diffusion's exact rounding;
-* "even": Cold Diffusion's N steps evenly spaced from the start step down to 1.
+* One spacing vocabulary (:func:`check_spacing`, the ``Spacing`` config field of both grid
+  configs, :class:`TimeGridConfig` here and the family solvers'
+  :class:`corediff.maths.solvers.SolverGridConfig`): diffusers' ``timestep_spacing``
+  "leading", "trailing", "linspace" (steps_offset = 0; diffusers' timestep k is our step
+  k + 1) and improved-diffusion's ``space_timesteps`` strings "ddimN" (the stride giving
+  exactly N steps) and section counts "10,15,20" with improved-diffusion's exact rounding;
+  anything else is refused with one sentence. "even" (Cold Diffusion's N steps evenly spaced
+  from the start down to 1) is the cold samplers' own grid, not a config spelling.
+* One "visit start first" rule (:func:`visit_from`): a start below t_max (generation from a
+  partially degraded x, or restoration) is visited first, then the grid's times below it.
+* :func:`time_grid` gives every integer-step grid a first-party sampler uses (DDPM, DDIM,
+  Cold), so a third-party sampler gets the same step lists as DDIM by calling it; the σ-space
+  grids of the Gaussian family are :func:`corediff.maths.solvers.family_steps`.
 
 Steps are integers in {1..T}; t = 0 is the clean image (never visited: the last move goes
-to 0). A start below T (generation from a partially degraded x, or restoration) visits the
-start first, then the grid's steps below it.
+to 0).
 """
 
 from __future__ import annotations
