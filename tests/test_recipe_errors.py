@@ -71,7 +71,7 @@ CASES = [
      "[train] steps: Input should be greater than 0 (got -1)"),
     ("train-lr-zero", BASE + "lr = 0.0\n", [], "[train] lr: Input should be greater than 0"),
     ("train-precision", BASE + 'precision = "fp8"\n', [],
-     "[train] precision: Input should be 'fp32', 'bf16' or 'fp16'"),
+     "[train] precision: Input should be 'fp32', 'tf32', 'bf16' or 'fp16'"),
     ("train-not-table", "train = 5\n" + BASE.replace("[train]\nsteps = 10\n", ""), [],
      "train: Input should be a valid dictionary or instance of TrainConfig"),
     ("missing-sampler", drop_table("diffusion.sampler"), [],
