@@ -159,7 +159,7 @@ def test_a_second_trainer_is_refused_while_the_first_completes(tmp_path):
 
 # -- 5. signals ------------------------------------------------------------------------------
 def test_sigterm_saves_last_and_resumes_exactly(tmp_path):
-    steps = 400
+    steps = 200
     reference = _spawn(tmp_path / "reference", steps)
     assert reference.wait(timeout=300) == 0
     stopped = _spawn(tmp_path / "stopped", steps)
