@@ -5,8 +5,9 @@ the output on another (a CUDA generator and CPU weights, as the channel-mean GMM
 did). This CPU machine has a single device, so the rule is checked three ways:
 
 * statically, over every module of corediff, the first-party plugins and the example
-  packages: a torch sampler called with ``generator=`` goes through :mod:`corediff.maths.noise`, unless
-  that generator is a CPU ``torch.Generator()`` made in the same function;
+  packages: a torch sampler called with ``generator=`` goes through
+  :mod:`corediff.maths.noise`, unless that generator is a CPU ``torch.Generator()`` made in
+  the same function;
 * by the :mod:`corediff.maths.noise` helpers' own tests (same numbers as the direct call);
 * with CUDA (``pytest -m cuda``): every prior, degradation and sampler of the conformance
   chains runs with a CPU generator driving CUDA tensors and the reverse, and gives the same
@@ -21,8 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from corediff.maths import noise
 from corediff.kinds import KINDS
+from corediff.maths import noise
 from corediff.registry import registry
 from corediff.testing import build_chain, chains
 
@@ -71,7 +72,8 @@ def test_every_seeded_draw_follows_its_generator() -> None:
              if path != ROOT / "corediff" / "maths" / "noise.py"]
     assert len(files) > 50
     found = [line for path in files for line in violations(path)]
-    assert found == [], "draw on the generator's device with corediff.maths.noise:\n" + "\n".join(found)
+    assert found == [], ("draw on the generator's device with corediff.maths.noise:\n"
+                         + "\n".join(found))
 
 
 def test_the_check_finds_a_direct_draw(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from pydantic import Field, PositiveFloat
 from torch import Tensor
 
 from corediff.config import LossWeightingConfig
-from corediff.maths.edm import loss_weight
 from corediff.interfaces import LossWeighting
+from corediff.maths.edm import loss_weight
 
 
 class EDMWeightingConfig(LossWeightingConfig):

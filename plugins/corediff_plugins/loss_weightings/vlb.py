@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from corediff.config import LossWeightingConfig
-from corediff.maths.gaussian import posterior_coefficients
 from corediff.interfaces import LossWeighting
+from corediff.maths.gaussian import posterior_coefficients
 
 
 class VLBWeightingConfig(LossWeightingConfig):

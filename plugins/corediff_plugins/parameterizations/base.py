@@ -18,8 +18,8 @@ from pydantic import Field
 from torch import Tensor
 
 from corediff.config import ComponentConfig
-from corediff.maths.gaussian import GaussianTables, log_gaussian_cdf_bins
 from corediff.interfaces import Degradation, Parameterization, Prediction
+from corediff.maths.gaussian import GaussianTables, log_gaussian_cdf_bins
 
 
 class GaussianParameterizationConfig(ComponentConfig):

@@ -18,8 +18,8 @@ from pydantic import Field, PositiveFloat
 from torch import Tensor
 
 from corediff.config import ComponentConfig
-from corediff.maths.edm import loss_weight, preconditioning
 from corediff.interfaces import Parameterization, Prediction
+from corediff.maths.edm import loss_weight, preconditioning
 
 
 class EDMParameterizationConfig(ComponentConfig):

@@ -13,8 +13,8 @@ from typing import Any, Literal
 from torch import Tensor
 
 from corediff.config import ComponentConfig
-from corediff.maths.gaussian import x0_from_eps
 from corediff.interfaces import Prediction
+from corediff.maths.gaussian import x0_from_eps
 from corediff_plugins.parameterizations.base import (
     GaussianParameterization,
     GaussianParameterizationConfig,

@@ -8,8 +8,8 @@ from typing import Literal
 
 from torch import Tensor
 
-from corediff.maths.gaussian import eps_from_v, v_from, x0_from_v
 from corediff.interfaces import Prediction
+from corediff.maths.gaussian import eps_from_v, v_from, x0_from_v
 from corediff_plugins.parameterizations.base import (
     GaussianParameterization,
     GaussianParameterizationConfig,

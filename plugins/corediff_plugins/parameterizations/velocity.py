@@ -11,8 +11,8 @@ from pydantic import Field, PositiveFloat
 from torch import Tensor
 
 from corediff.config import ComponentConfig
-from corediff.maths.flow import eps_from_velocity, velocity_from, x0_from_velocity
 from corediff.interfaces import Parameterization, Prediction
+from corediff.maths.flow import eps_from_velocity, velocity_from, x0_from_velocity
 
 #: Smallest t in the x0 loss scale 1 / t² (finite at t = 0).
 T_MIN = 1e-5

@@ -1,4 +1,5 @@
-"""Base shared by the first-party ᾱ schedules (their maths is public in :mod:`corediff.maths.gaussian`).
+"""Base shared by the first-party ᾱ schedules (their maths is public in
+:mod:`corediff.maths.gaussian`).
 
 A :class:`GaussianSchedule` is defined by its betas β_1..β_T; ``values()`` is ᾱ_0..ᾱ_T
 (capability "alpha_bar"), optionally rescaled to zero terminal SNR (Lin et al. 2023).
@@ -13,8 +14,8 @@ from pydantic import Field
 from torch import Tensor
 
 from corediff.config import ComponentConfig, StepCount
-from corediff.maths.gaussian import rescale_zero_terminal_snr
 from corediff.interfaces import Schedule
+from corediff.maths.gaussian import rescale_zero_terminal_snr
 
 
 class GaussianScheduleConfig(ComponentConfig):

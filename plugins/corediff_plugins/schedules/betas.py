@@ -14,8 +14,8 @@ from pydantic import Field
 from torch import Tensor
 
 from corediff.config import ComponentConfig
-from corediff.maths.gaussian import linear_betas
 from corediff.limits import MAX_STEPS
+from corediff.maths.gaussian import linear_betas
 from corediff_plugins.schedules.base import GaussianSchedule
 
 Beta = Annotated[float, Field(gt=0, lt=1)]

@@ -14,9 +14,9 @@ import torch
 from pydantic import Field, PositiveFloat
 from torch import Tensor
 
-from corediff.maths.cold import composed_sigma
 from corediff.config import ComponentConfig, StepCount
 from corediff.interfaces import Schedule
+from corediff.maths.cold import composed_sigma
 
 
 class BlurIncrementalConfig(ComponentConfig):

@@ -13,8 +13,8 @@ from pydantic import Field, PositiveFloat, model_validator
 from torch import Tensor
 
 from corediff.config import ComponentConfig, StepCount
-from corediff.maths.gaussian import karras_sigmas
 from corediff.interfaces import Schedule
+from corediff.maths.gaussian import karras_sigmas
 
 
 class EDMScheduleConfig(ComponentConfig):

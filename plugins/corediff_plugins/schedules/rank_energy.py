@@ -16,9 +16,9 @@ import torch
 from pydantic import Field, PositiveInt
 from torch import Tensor
 
-from corediff.maths.cold import svd_error_curve
 from corediff.config import ComponentConfig, StepCount
 from corediff.interfaces import Schedule
+from corediff.maths.cold import svd_error_curve
 
 
 class RankEnergyConfig(ComponentConfig):
