@@ -10,7 +10,14 @@ changes an order-2 run).
 
 Written in λ, α and σ of the Gaussian family (:mod:`corediff.maths.family`), so it drives VP,
 flow-matching and EDM models alike (a step from α = 0, λ = −∞, is first order). ``dpmpp_2m_sde``
-is the preset with ``sde = true``."""
+is the preset with ``sde = true``.
+
+Order 2 is reached late on two grids (as in diffusers, which gives the same errors on the same
+x_T; tests/test_conformance.py checks them at N = 40, 80, 160): on Gaussian data with the exact
+denoiser, the Karras grid on the linear VP schedule (T = 1000) has λ-steps up to 2.0, 1.0, 0.51
+at N = 10, 20, 40 and errors 0.147, 0.157, 0.038, 0.0070, 0.0012 data std at N = 10 ... 160;
+flow's grid with shift = 2 ends at a fixed t ≈ 0.004, so its last λ-step shrinks like log N
+(4.2, 3.4, 2.7, 2.0 at N = 10 ... 80) and the errors are 1.18, 1.04, 0.50, 0.15, 0.036."""
 
 from __future__ import annotations
 

@@ -9,7 +9,12 @@ none). Matches diffusers' UniPCMultistepScheduler (solver_type "bh2", solver_ord
 predict_x0).
 
 Written in λ, α and σ of the Gaussian family (:mod:`corediff.maths.family`), so it drives VP,
-flow-matching and EDM models alike."""
+flow-matching and EDM models alike.
+
+On flow's grid with shift = 2 (ending at a fixed t ≈ 0.004, its last λ-step shrinks like log N)
+order 2 is reached late, as in diffusers, which gives the same errors on the same x_T: on
+Gaussian data with the exact denoiser 1.22, 1.08, 0.49, 0.13, 0.025 data std at N = 10, 20, 40,
+80, 160 (tests/test_conformance.py checks it at N = 40, 80, 160)."""
 
 from __future__ import annotations
 
