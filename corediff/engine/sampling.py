@@ -73,15 +73,18 @@ class _Share(nn.Module):
 
 
 def sample_share(pipeline: Pipeline, n: int, *, labels: int | None, seed: int,
-                 model: nn.Module, rank: int, world_size: int) -> list[tuple[int, Tensor]]:
+                 model: nn.Module, rank: int, world_size: int,
+                 batch_size: int | None = None) -> list[tuple[int, Tensor]]:
     """(batch index, images) of the batches of ``pipeline.sample(n, labels=labels,
-    seed=seed, model=model)`` that are rank ``rank``'s (index ≡ rank mod world_size),
+    seed=seed, model=model, batch_size=batch_size)`` that are rank ``rank``'s
+    (index ≡ rank mod world_size),
     the same images as one process samples: the other batches run with a network that
     returns zeros, which draws the same noise at the cost of the sampler's arithmetic alone
     (samplers draw by shape, never by value)."""
     spec = pipeline.data_spec
     share = _Share(model, pipeline.parameterization.output_channels(spec.channels))
-    batches = pipeline.generate_batches(n, labels=labels, seed=seed, model=share)
+    batches = pipeline.generate_batches(n, labels=labels, seed=seed, model=share,
+                                        batch_size=batch_size)
     mine, index = [], 0
     while True:
         share.active = index % world_size == rank  # read while the next batch is sampled

@@ -702,14 +702,18 @@ class Trainer:
     def sample_grid(self, path: Path, *, across: bool = False) -> None:
         """A grid of [sample] n images from the EMA weights with the [sample] settings.
         ``across`` (call on every rank): under DDP each rank samples its share of the
-        batches (:func:`~corediff.engine.sampling.sample_share`) and rank 0 writes the grid
-        one process would have written; a failure on any rank stops every rank."""
+        batches (:func:`~corediff.engine.sampling.sample_share`), in batches of at most
+        ⌈n / world size⌉ so that every rank has one even when n fits in one batch, and rank 0
+        writes the grid one process writes with that batch size; a failure on any rank stops
+        every rank."""
         cfg, ctx = self.recipe.sample, self.context
         model = (self.ema.module if cfg.use_ema else self.model).eval()
         if across and ctx.distributed:
+            batch_size = min(cfg.batch_size, -(-cfg.n // ctx.world_size))
             with shared_failure(ctx):
                 mine = sample_share(self.pipeline, cfg.n, labels=cfg.label, seed=cfg.seed,
-                                    model=model, rank=ctx.rank, world_size=ctx.world_size)
+                                    model=model, rank=ctx.rank, world_size=ctx.world_size,
+                                    batch_size=batch_size)
             shares = sorted(pair for share in gather(mine, ctx) for pair in share)
             images = torch.cat([images for _, images in shares])
         else:
