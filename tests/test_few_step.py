@@ -326,6 +326,7 @@ def test_progressive_distillation_matches_algorithm_2_and_halves_over_rounds():
     objective.teacher = SimpleNamespace(data_spec=DataSpec(1, 4, None), **teacher_parts)
     t, mid, t2 = objective.grid(torch.device("cpu"))
     assert t.tolist() == time_grid(1000, 8, "trailing") and objective.student_steps() == 8
+    assert objective.grid(torch.device("cpu"))[0] is t  # made once per round, not per step
     assert mid.tolist() == time_grid(1000, 16, "trailing")[1::2] and t2[-1] == 0
     alpha_bar = parts["degradation"].schedule.values().numpy()
     x0, noise = randn(*SHAPE, seed=1).clamp(-1, 1), randn(*SHAPE, seed=2)

@@ -145,6 +145,7 @@ RECIPES = {
     "loss_aware": ("recipes/quickstart.toml", [
         "diffusion.schedule.steps=20", "diffusion.sampler.steps=5",
         "diffusion.time_sampler={type='loss_aware', history=2}"]),
+    "consistency_training": ("recipes/few_step_ct.toml", ["data.image_size=16"]),
 }
 
 

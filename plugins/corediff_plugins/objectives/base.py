@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +17,15 @@ class SteppedObjective(Objective):
     modules in ``extra_state`` (key ``"k"``), so a resumed run continues where it stopped."""
 
     k: int = 0
+    _grid: tuple[Hashable, Any] | None = None
+
+    def grid_for(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """``build()`` (the time grid a loss indexes, on the device) made again only when
+        ``key`` changes (the curriculum's level count, the round, the device), so a training
+        step builds no tensor from Python data and copies nothing to the device."""
+        if self._grid is None or self._grid[0] != key:
+            self._grid = (key, build())
+        return self._grid[1]
 
     def after_step(self, model: nn.Module, step: int) -> None:
         self.k = step

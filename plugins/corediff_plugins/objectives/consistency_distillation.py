@@ -73,9 +73,10 @@ class ConsistencyDistillationObjective(StartsFromTeacher, SteppedObjective):
         return [self.model, self.target]
 
     def sigmas(self, device: torch.device) -> Tensor:
+        """σ_1 < … < σ_N (float64) on ``device``, made once per device."""
         schedule = self.degradation.schedule.config
-        return training_sigmas(self.config.steps, schedule.sigma_min, schedule.sigma_max,
-                               schedule.rho).to(device)
+        return self.grid_for(device, lambda: training_sigmas(
+            self.config.steps, schedule.sigma_min, schedule.sigma_max, schedule.rho).to(device))
 
     def losses(self, batch: ObjectiveBatch) -> ObjectiveLosses:
         x0, g = batch.x0, batch.generator

@@ -82,16 +82,20 @@ class ConsistencyTrainingObjective(SteppedObjective):
         cfg = self.config
         return discretisation_steps(self.k, cfg.curriculum_steps, cfg.s0, cfg.s1)
 
-    def sigmas(self, device: torch.device) -> Tensor:
-        """σ_1 < … < σ_N(k) (float64) on ``device``."""
-        schedule = self.degradation.schedule.config
-        return training_sigmas(self.levels(), schedule.sigma_min, schedule.sigma_max,
-                               schedule.rho).to(device)
+    def sigmas(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """σ_1 < … < σ_N(k) (float64) and the lognormal probabilities of the N(k) − 1
+        intervals, on ``device``; made again only when N(k) changes."""
+        def build() -> tuple[Tensor, Tensor]:
+            schedule, cfg = self.degradation.schedule.config, self.config
+            sigmas = training_sigmas(self.levels(), schedule.sigma_min, schedule.sigma_max,
+                                     schedule.rho)
+            probs = lognormal_level_probs(sigmas, cfg.p_mean, cfg.p_std)
+            return sigmas.to(device), probs.to(device)
+        return self.grid_for((self.levels(), device), build)
 
     def losses(self, batch: ObjectiveBatch) -> ObjectiveLosses:
         x0, g = batch.x0, batch.generator
-        sigmas = self.sigmas(x0.device)
-        probs = lognormal_level_probs(sigmas.cpu(), self.config.p_mean, self.config.p_std)
+        sigmas, probs = self.sigmas(x0.device)
         i = multinomial(probs, x0.shape[0], g, x0.device)
         noise = self.degradation.sample_noise(x0, generator=g)
         per_sample = self.loss_at(batch, sigmas[i], sigmas[i + 1], noise)

@@ -110,10 +110,13 @@ class ProgressiveDistillationObjective(StartsFromTeacher, SteppedObjective):
         return self.config.teacher_steps // 2 ** (self.round() + 1)
 
     def grid(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-        """(t, t', t'') [N_r] of the student's steps: trailing grids of N_r and 2·N_r steps."""
-        fine = time_grid(self.degradation.steps, 2 * self.student_steps(), "trailing") + [0]
-        steps = torch.tensor(fine, device=device)
-        return steps[0:-1:2], steps[1::2], steps[2::2]
+        """(t, t', t'') [N_r] of the student's steps: trailing grids of N_r and 2·N_r steps;
+        made again only when the round (N_r) changes."""
+        def build() -> tuple[Tensor, Tensor, Tensor]:
+            fine = time_grid(self.degradation.steps, 2 * self.student_steps(), "trailing")
+            steps = torch.tensor([*fine, 0], device=device)
+            return steps[0:-1:2], steps[1::2], steps[2::2]
+        return self.grid_for((self.student_steps(), device), build)
 
     def teacher_prediction(self, z: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
         """x̂_η(z_t): the loaded teacher in round 0, the previous round's student after."""
